@@ -1,0 +1,37 @@
+"""Fixtures for real local services. Each is stopped by PID when its test ends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.broker import Broker
+from tests.harness import ControlPlane
+
+
+def chaos_count(default: int) -> int:
+    """Trial count of a soak test: small in CI, ``make chaos`` sets BRIGADE_CHAOS_COUNT."""
+    return int(os.environ.get("BRIGADE_CHAOS_COUNT", default))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free loopback port; ``broker.restart()`` restarts it mid-test."""
+    instance = Broker(tmp_path / "broker").start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A real ``brigade serve`` (uvicorn) on a free loopback port, with its own SQLite file."""
+    server = ControlPlane(tmp_path / "cp").start()
+    try:
+        yield server
+    finally:
+        server.stop()
