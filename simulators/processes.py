@@ -39,7 +39,11 @@ def port_open(host: str, port: int) -> bool:
 
 
 def wait_until(
-    condition: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = "condition"
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> None:
     """Poll ``condition`` until it holds; raise :class:`TimeoutError` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
