@@ -21,7 +21,7 @@ def check_version(v: object) -> str:
     if not isinstance(v, str):
         raise UnsupportedVersion(f"schema version must be a string like '1.0', got {v!r}")
     major, sep, minor = v.partition(".")
-    if not sep or not major.isdigit() or not minor.isdigit():
+    if not sep or not (major + minor).isascii() or not major.isdigit() or not minor.isdigit():
         raise UnsupportedVersion(f"schema version must look like 'MAJOR.MINOR', got {v!r}")
     if int(major) not in SUPPORTED_MAJORS:
         raise UnsupportedVersion(

@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from simulators.broker import Broker
-from simulators.demo_menu import EQUIPMENT, SKUS, STATIONS
+from simulators.demo_menu import EQUIPMENT, SKUS, STATIONS, demo_plant
 from simulators.devices import SimulatedDevice
 from simulators.processes import ManagedProcess
 from simulators.services import ControlPlane, console_script, run_cli
@@ -199,6 +199,7 @@ class Demo:
                 mqtt_host=self.broker.host,
                 mqtt_port=self.broker.port,
                 time_scale=1.0,
+                plant=demo_plant(kind),
             )
             for device_id, kind, _station in EQUIPMENT
         ]

@@ -6,7 +6,17 @@ real batches end to end with every plane's clocks in agreement.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+from simulators.physics import PLANTS, PlantParams
+
+
+def demo_plant(kind: str) -> PlantParams:
+    """Equipment that heats in about a second: the demo's recipes last seconds, not minutes, and
+    a real oven's 15-minute preheat would hide the flow the demo is there to show."""
+    return replace(PLANTS[kind], tau_s=0.5, core_tau_s=1.0)
+
 
 STATIONS: list[dict[str, Any]] = [
     {"id": "hot-line", "name": "Hot line", "slots": 2},

@@ -16,7 +16,7 @@ import pytest
 
 from protocol import Channel
 from simulators.broker import Broker
-from simulators.demo_menu import SKUS
+from simulators.demo_menu import SKUS, demo_plant
 from simulators.devices import SimulatedDevice
 from simulators.processes import ManagedProcess, wait_until
 from simulators.services import ControlPlane, console_script, run_cli
@@ -77,6 +77,7 @@ def kitchen_agent(
         mqtt_host=broker.host,
         mqtt_port=broker.port,
         time_scale=1.0,
+        plant=demo_plant("oven"),
     )
     oven.start()
     agent = ManagedProcess(
