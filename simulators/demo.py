@@ -79,14 +79,14 @@ class OrderLoad(threading.Thread):
         self._settings = settings
         self._counters = counters
         self._rng = random.Random(settings.seed)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         with self._cp.client() as http:
-            while not self._stop.wait(self._rng.expovariate(self._settings.orders_per_s)):
+            while not self._halt.wait(self._rng.expovariate(self._settings.orders_per_s)):
                 self._submit(http)
 
     def _submit(self, http: httpx.Client) -> None:
@@ -162,7 +162,9 @@ class Demo:
         self.broker = Broker(self.workdir / "broker").start()
         self.console.print(f"  broker         {self.broker.url}")
         self.cp = ControlPlane(self.workdir / "control-plane").start()
-        self.console.print(f"  control plane  {self.cp.url}  (OpenAPI at {self.cp.url}/docs)")
+        self.console.print(
+            f"  control plane  {self.cp.url}  (OpenAPI at {self.cp.url}/docs)", soft_wrap=True
+        )
         with self.cp.client() as http:
             for sku in SKUS:
                 _created(http.post("/v1/skus", json=sku))
@@ -362,6 +364,7 @@ def _progress_view(
             f"t={elapsed_s:5.1f}s submitted={counters.submitted} accepted={counters.accepted} "
             f"rejected={counters.rejected} errors={counters.errors} | {per}",
             highlight=False,
+            soft_wrap=True,
         )
 
     yield line

@@ -1,0 +1,37 @@
+"""Control-plane settings, validated in one place and built by ``create_app``/``main``.
+
+Every field can come from the environment with the ``BRIGADE_`` prefix
+(``BRIGADE_DB_PATH=/var/lib/brigade/cp.db``). Nothing here is built at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """What a control-plane process needs to run."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIGADE_", extra="ignore", frozen=True)
+
+    db_path: Path = Field(description="SQLite file of the control plane")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=1, le=65535)
+    #: Tasks whose start_after is within this many seconds are handed out as leases.
+    lease_horizon_s: float = Field(default=600.0, gt=0)
+    #: A leased task must be started within this many seconds of max(start_after, lease time).
+    start_by_grace_s: float = Field(default=120.0, gt=0)
+    #: Requests with larger bodies get 413.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    #: Idempotency keys (and their stored answers) are kept at least this long.
+    idempotency_retention_s: float = Field(default=24 * 3600.0, ge=24 * 3600.0)
+    #: A key left ``in_flight`` this long (its request crashed before committing) may be reclaimed.
+    idempotency_stale_s: float = Field(default=60.0, gt=0)
+    #: Enrollment tokens expire after this many seconds unless the request says otherwise.
+    enrollment_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600.0)
+    #: Start and finish delays shorter than this are not reported in audit answers.
+    delay_tolerance_s: float = Field(default=1.0, ge=0)
+    log_level: str = "INFO"

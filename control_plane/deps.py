@@ -1,0 +1,78 @@
+"""FastAPI dependencies: the app's services, the clock, and who is calling.
+
+Routes declare what they need with the ``Annotated`` aliases below::
+
+    @router.get("/v1/orders/{order_id}")
+    def get_order(order_id: str, services: ServicesDep, _: ViewerDep) -> dict: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from control_plane.auth import (
+    AgentIdentity,
+    Operator,
+    authenticate_agent,
+    authenticate_operator,
+    require_role,
+)
+from control_plane.config import Settings
+from control_plane.errors import Unauthorized
+from control_plane.metrics import Metrics
+from control_plane.store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a route may use, built once in ``create_app``."""
+
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    clock: Callable[[], float]
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header (None when absent)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _operator_with(role: str) -> Callable[[Request], Operator]:
+    def dependency(request: Request) -> Operator:
+        services = get_services(request)
+        with services.store.read() as reader:
+            operator = authenticate_operator(reader, bearer_token(request))
+        return require_role(operator, role)
+
+    return dependency
+
+
+def current_agent(request: Request) -> AgentIdentity:
+    services = get_services(request)
+    with services.store.read() as reader:
+        return authenticate_agent(reader, bearer_token(request))
+
+
+ViewerDep = Annotated[Operator, Depends(_operator_with("viewer"))]
+OperatorDep = Annotated[Operator, Depends(_operator_with("operator"))]
+AdminDep = Annotated[Operator, Depends(_operator_with("admin"))]
+AgentDep = Annotated[AgentIdentity, Depends(current_agent)]

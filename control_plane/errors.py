@@ -1,0 +1,92 @@
+"""Errors of the control plane. Each maps to one ``application/problem+json`` answer.
+
+    BrigadeError                     anything the control plane refuses (``status``, ``slug``)
+    ├── BadRequest                   400 a request that cannot be understood
+    │   └── IdempotencyKeyMissing    400 ``POST /v1/orders`` without ``Idempotency-Key``
+    ├── Unauthorized                 401 no credential, or one we do not know
+    ├── Forbidden                    403 a known credential that may not do this
+    │   ├── AgentRevoked             403 the agent's credential was revoked
+    │   └── EnrollmentTokenRefused   403 the enrollment token was used or has expired
+    ├── NotFound                     404 no such resource
+    ├── Conflict                     409 the resource already exists or is busy
+    │   └── IdempotencyKeyInFlight   409 the first request with this key is still running
+    ├── PayloadTooLarge              413 the body exceeds the configured bound
+    ├── Unprocessable                422 well-formed but semantically refused
+    │   ├── IdempotencyKeyReuse      422 same key, different body
+    │   └── OrderRejected            422 the order cannot be made in time (``reason`` says why)
+    └── StoreError                   500 the SQLite store failed (translated at the seam)
+
+``slug`` is the last segment of the problem ``type`` URI
+(``https://brigade.example/problems/<slug>``) and never changes once published.
+"""
+
+from __future__ import annotations
+
+
+class BrigadeError(Exception):
+    """Base of every control-plane error."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reason = reason
+
+
+class BadRequest(BrigadeError):
+    status, slug, title = 400, "bad-request", "Bad request"
+
+
+class IdempotencyKeyMissing(BadRequest):
+    slug, title = "idempotency-key-missing", "Idempotency-Key header required"
+
+
+class Unauthorized(BrigadeError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(BrigadeError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class AgentRevoked(Forbidden):
+    slug, title = "agent-revoked", "Agent credential revoked"
+
+
+class EnrollmentTokenRefused(Forbidden):
+    slug, title = "enrollment-token-refused", "Enrollment token refused"
+
+
+class NotFound(BrigadeError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(BrigadeError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in flight"
+
+
+class PayloadTooLarge(BrigadeError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
+
+
+class Unprocessable(BrigadeError):
+    status, slug, title = 422, "unprocessable", "Request refused"
+
+
+class IdempotencyKeyReuse(Unprocessable):
+    slug, title = "idempotency-key-reuse", "Idempotency-Key reused with a different body"
+
+
+class OrderRejected(Unprocessable):
+    slug, title = "order-rejected", "Order rejected"
+
+
+class StoreError(BrigadeError):
+    status, slug, title = 500, "store-error", "Storage failure"

@@ -1,0 +1,175 @@
+"""Leases: permission for one agent to run one prep task, fenced by a token.
+
+Granting a lease bumps the task's ``fencing_token``; anything an agent reports about a task must
+carry the current token, so a lease that was withdrawn (released, re-planned, cancelled) can never
+be used to start or finish it again. ``start_by = max(start_after, now) + grace`` is the deadline
+after which the agent must not start the task (SPEC guarantee 3).
+
+Every sync: renewals are checked (:func:`renew`), leases the agent holds but did not renew are
+sent again or, past their start-by, taken back (:func:`redeliver_or_reclaim`), and new ones are
+granted (:func:`grant`), all inside the sync's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from control_plane import audit
+from control_plane.auth import AgentIdentity
+from control_plane.config import Settings
+from control_plane.store import Writer
+from protocol.messages import DeviceKind
+from protocol.sync_api import Lease, LeaseRenewal, RecipeStep
+
+
+def start_by_for(*, start_after: float, now: float, grace_s: float) -> float:
+    """The lease's start-by deadline on the server clock."""
+    return max(start_after, now) + grace_s
+
+
+def recipe_steps(recipe_steps_json: str) -> list[RecipeStep]:
+    """A SKU's stored recipe as the steps an agent executes."""
+    steps = []
+    for index, step in enumerate(json.loads(recipe_steps_json)):
+        kind = step.get("equipment_kind")
+        steps.append(
+            RecipeStep(
+                index=index,
+                name=step["name"],
+                equipment_kind=DeviceKind(kind) if kind else None,
+                action=step.get("action", "cook"),
+                setpoint_c=step.get("setpoint_c"),
+                duration_s=step["duration_s"],
+                manual=bool(step.get("manual", False)),
+                min_core_temp_c=step.get("min_core_temp_c"),
+            )
+        )
+    return steps
+
+
+def renew(tx: Writer, agent: AgentIdentity, renewals: list[LeaseRenewal]) -> list[str]:
+    """Keep the leases the agent still holds; return the task ids it no longer holds."""
+    lost = []
+    for renewal in renewals:
+        task = tx.task(renewal.task_id)
+        holds = (
+            task is not None
+            and task["lease_agent_id"] == agent.agent_id
+            and task["fencing_token"] == renewal.fencing_token
+            # A task this agent finished (maybe in this very batch) is not a lost lease.
+            and task["state"] in ("leased", "started", "done", "failed")
+        )
+        if not holds:
+            lost.append(renewal.task_id)
+    return lost
+
+
+def redeliver_or_reclaim(
+    tx: Writer, agent: AgentIdentity, *, renewed: set[str], want: int, now: float
+) -> list[Lease]:
+    """Deal with leases this agent holds on the server but did not renew (so does not know of,
+    e.g. the answer that carried them was lost): before ``start_by`` they are sent again, same
+    fencing token (up to ``want``); after it, the agent is reachable and reported no start, so
+    the task cannot have started and goes back to ``planned`` (SPEC guarantee 3)."""
+    redelivered: list[Lease] = []
+    for task in tx.tasks_leased_to(agent.agent_id):
+        if task["id"] in renewed:
+            continue
+        if task["start_by"] > now:
+            if len(redelivered) < want:
+                redelivered.append(_lease_message(tx, task, now=now))
+            continue
+        tx.release_task(task_id=task["id"], at=now)
+        for order_id in tx.order_ids_of_task(task["id"]):
+            audit.append(
+                tx,
+                at=now,
+                actor_type="system",
+                actor_id="leases",
+                action="task.lease_expired",
+                subject_type="task",
+                subject_id=task["id"],
+                order_id=order_id,
+                kitchen_id=agent.kitchen_id,
+                station_id=task["station_id"],
+                reason="start_by_passed_without_start",
+                details={"agent_id": agent.agent_id, "fencing_token": task["fencing_token"]},
+            )
+    return redelivered
+
+
+def grant(
+    tx: Writer, agent: AgentIdentity, *, want: int, now: float, settings: Settings
+) -> list[Lease]:
+    """Lease up to ``want`` planned tasks of the agent's kitchen due within the horizon."""
+    if want <= 0:
+        return []
+    kitchen = tx.kitchen(agent.kitchen_id)
+    if kitchen is None or kitchen["status"] == "offline":
+        return []
+    rows = tx.leasable_tasks(
+        kitchen_id=agent.kitchen_id,
+        start_after_until=now + settings.lease_horizon_s,
+        limit=want,
+    )
+    return [_lease_one(tx, agent, row, now=now, settings=settings) for row in rows]
+
+
+def _lease_one(
+    tx: Writer, agent: AgentIdentity, task: sqlite3.Row, *, now: float, settings: Settings
+) -> Lease:
+    task_id = str(task["id"])
+    fencing_token = int(task["fencing_token"]) + 1
+    start_by = start_by_for(
+        start_after=task["start_after"], now=now, grace_s=settings.start_by_grace_s
+    )
+    tx.lease_task(
+        task_id=task_id,
+        agent_id=agent.agent_id,
+        fencing_token=fencing_token,
+        leased_at=now,
+        start_by=start_by,
+    )
+    for order_id in tx.order_ids_of_task(task_id):
+        audit.append(
+            tx,
+            at=now,
+            actor_type="system",
+            actor_id="leases",
+            action="task.leased",
+            subject_type="task",
+            subject_id=task_id,
+            order_id=order_id,
+            kitchen_id=agent.kitchen_id,
+            station_id=task["station_id"],
+            details={
+                "agent_id": agent.agent_id,
+                "fencing_token": fencing_token,
+                "start_by": start_by,
+            },
+        )
+    leased = tx.task(task_id)
+    assert leased is not None
+    return _lease_message(tx, leased, now=now)
+
+
+def _lease_message(tx: Writer, task: sqlite3.Row, *, now: float) -> Lease:
+    """The protocol message of a task's current lease."""
+    sku = tx.sku(task["sku_id"])
+    assert sku is not None, "a task's SKU is never deleted"
+    return Lease(
+        task_id=task["id"],
+        kitchen_id=task["kitchen_id"],
+        station_id=task["station_id"],
+        sku_id=task["sku_id"],
+        sku_name=sku["name"],
+        quantity=task["quantity"],
+        order_ids=tx.order_ids_of_task(task["id"]),
+        steps=recipe_steps(sku["recipe_steps_json"]),
+        fencing_token=task["fencing_token"],
+        start_after=task["start_after"],
+        finish_by=task["finish_by"],
+        start_by=task["start_by"],
+        start_within_s=max(0.0, task["start_by"] - now),
+    )

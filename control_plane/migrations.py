@@ -1,0 +1,107 @@
+"""The control plane's schema as named, ordered migrations (applied by :meth:`Store.migrate`).
+
+A migration is never edited once released; a change of schema is a new migration at the end.
+Columns are named for what they mean in the kitchen: times are unix seconds (UTC) as REAL.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_initial",
+        """
+        CREATE TABLE kitchens (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, timezone TEXT NOT NULL, location TEXT,
+            status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'offline')),
+            created_at REAL NOT NULL);
+        CREATE TABLE stations (
+            kitchen_id TEXT NOT NULL REFERENCES kitchens(id), id TEXT NOT NULL,
+            name TEXT NOT NULL, slots INTEGER NOT NULL CHECK (slots >= 1),
+            PRIMARY KEY (kitchen_id, id));
+        CREATE TABLE equipment (
+            kitchen_id TEXT NOT NULL REFERENCES kitchens(id), id TEXT NOT NULL,
+            kind TEXT NOT NULL, station_id TEXT,
+            health TEXT NOT NULL CHECK (health IN ('ok', 'degraded', 'failed', 'offline')),
+            updated_at REAL NOT NULL, PRIMARY KEY (kitchen_id, id));
+        CREATE TABLE skus (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, station_id TEXT NOT NULL,
+            recipe_steps_json TEXT NOT NULL, total_duration_s REAL NOT NULL,
+            freshness_window_min REAL NOT NULL, priority TEXT NOT NULL, hold TEXT NOT NULL,
+            created_at REAL NOT NULL);
+        CREATE TABLE orders (
+            id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('accepted', 'planned', 'in_prep', 'ready',
+                'handed_over', 'rejected', 'cancelled', 'failed')),
+            reason TEXT, kitchen_id TEXT, promised_by REAL NOT NULL, destination TEXT NOT NULL,
+            transport_min REAL NOT NULL, priority TEXT NOT NULL, predicted_ready_at REAL,
+            created_at REAL NOT NULL, ready_at REAL, updated_at REAL NOT NULL);
+        CREATE INDEX orders_by_status ON orders (status);
+        CREATE INDEX orders_by_kitchen ON orders (kitchen_id, status);
+        CREATE TABLE order_items (
+            order_id TEXT NOT NULL REFERENCES orders(id), line INTEGER NOT NULL,
+            sku_id TEXT NOT NULL, quantity INTEGER NOT NULL CHECK (quantity >= 1),
+            PRIMARY KEY (order_id, line));
+        CREATE TABLE idempotency_keys (
+            key TEXT PRIMARY KEY, request_hash TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+            response_status INTEGER, response_media_type TEXT, response_body BLOB,
+            created_at REAL NOT NULL, completed_at REAL);
+        CREATE TABLE prep_tasks (
+            id TEXT PRIMARY KEY, kitchen_id TEXT NOT NULL, station_id TEXT NOT NULL,
+            sku_id TEXT NOT NULL, quantity INTEGER NOT NULL, duration_s REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('planned', 'leased', 'started', 'done',
+                'failed', 'cancelled')),
+            start_after REAL NOT NULL, finish_by REAL NOT NULL, predicted_ready_at REAL NOT NULL,
+            fencing_token INTEGER NOT NULL DEFAULT 0, lease_agent_id TEXT, leased_at REAL,
+            start_by REAL, started_at REAL, finished_at REAL, failure_reason TEXT,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE INDEX tasks_leasable ON prep_tasks (kitchen_id, state, start_after);
+        CREATE TABLE task_orders (
+            task_id TEXT NOT NULL REFERENCES prep_tasks(id),
+            order_id TEXT NOT NULL REFERENCES orders(id), PRIMARY KEY (task_id, order_id));
+        CREATE INDEX task_orders_by_order ON task_orders (order_id);
+        CREATE TABLE api_tokens (
+            token_hash TEXT PRIMARY KEY, name TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            created_at REAL NOT NULL);
+        CREATE TABLE enrollment_tokens (
+            token_hash TEXT PRIMARY KEY, kitchen_id TEXT NOT NULL REFERENCES kitchens(id),
+            expires_at REAL NOT NULL, used_at REAL, used_by_agent_id TEXT,
+            created_at REAL NOT NULL);
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY, kitchen_id TEXT NOT NULL REFERENCES kitchens(id),
+            name TEXT NOT NULL, credential_hash TEXT NOT NULL UNIQUE,
+            revoked INTEGER NOT NULL DEFAULT 0, agent_version TEXT NOT NULL,
+            enrolled_at REAL NOT NULL, last_seen_at REAL,
+            last_acked_seq INTEGER NOT NULL DEFAULT 0,
+            clock_offset_s REAL NOT NULL DEFAULT 0, outbox_depth INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE events (
+            agent_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+            type TEXT NOT NULL, occurred_at REAL NOT NULL, server_occurred_at REAL NOT NULL,
+            received_at REAL NOT NULL, payload_json TEXT NOT NULL, outcome TEXT NOT NULL,
+            PRIMARY KEY (agent_id, seq));
+        CREATE TABLE alerts (
+            agent_id TEXT NOT NULL, alert_id TEXT NOT NULL, kitchen_id TEXT NOT NULL,
+            kind TEXT NOT NULL, severity TEXT NOT NULL, device_id TEXT, message TEXT NOT NULL,
+            value REAL, limit_value REAL, raised_at REAL NOT NULL,
+            PRIMARY KEY (agent_id, alert_id));
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY, at REAL NOT NULL, actor_type TEXT NOT NULL,
+            actor_id TEXT NOT NULL, action TEXT NOT NULL, subject_type TEXT NOT NULL,
+            subject_id TEXT NOT NULL, order_id TEXT, kitchen_id TEXT, station_id TEXT,
+            device_id TEXT, reason TEXT, details_json TEXT NOT NULL,
+            prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+        CREATE INDEX audit_by_order ON audit (order_id, seq);
+        """,
+    ),
+    (
+        # The audit trail is append-only: the database itself refuses edits and deletions.
+        "0002_audit_append_only",
+        """
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+        """,
+    ),
+)

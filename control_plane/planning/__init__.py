@@ -1,0 +1,1 @@
+"""Pure planning cores: they take ``now`` and plain data and return decisions, no I/O."""

@@ -1,0 +1,172 @@
+"""Read-only queries over the control-plane store (every write lives in :mod:`store`).
+
+A :class:`Reader` wraps one connection inside an open transaction, so a sequence of reads sees one
+consistent snapshot; :class:`control_plane.store.Writer` extends it with the writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+#: Task states that still occupy a station slot (queued or cooking).
+OPEN_TASK_STATES = ("planned", "leased", "started")
+
+
+class Reader:
+    """Queries against one open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def _one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+        return list(self._conn.execute(sql, params).fetchall())
+
+    # kitchens, stations, equipment
+    def kitchen(self, kitchen_id: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM kitchens WHERE id = ?", (kitchen_id,))
+
+    def kitchens(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM kitchens ORDER BY id")
+
+    def stations(self, kitchen_id: str | None = None) -> list[sqlite3.Row]:
+        if kitchen_id is None:
+            return self._all("SELECT * FROM stations ORDER BY kitchen_id, id")
+        return self._all("SELECT * FROM stations WHERE kitchen_id = ? ORDER BY id", (kitchen_id,))
+
+    def station(self, kitchen_id: str, station_id: str) -> sqlite3.Row | None:
+        return self._one(
+            "SELECT * FROM stations WHERE kitchen_id = ? AND id = ?", (kitchen_id, station_id)
+        )
+
+    def equipment(self, kitchen_id: str) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM equipment WHERE kitchen_id = ? ORDER BY id", (kitchen_id,))
+
+    def equipment_item(self, kitchen_id: str, equipment_id: str) -> sqlite3.Row | None:
+        return self._one(
+            "SELECT * FROM equipment WHERE kitchen_id = ? AND id = ?", (kitchen_id, equipment_id)
+        )
+
+    def station_open_work(self) -> list[sqlite3.Row]:
+        """Seconds of open (planned, leased, started) work per kitchen station."""
+        marks = ",".join("?" * len(OPEN_TASK_STATES))
+        return self._all(
+            "SELECT kitchen_id, station_id, SUM(duration_s) AS open_work_s FROM prep_tasks"
+            f" WHERE state IN ({marks}) GROUP BY kitchen_id, station_id",
+            OPEN_TASK_STATES,
+        )
+
+    # skus
+    def sku(self, sku_id: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM skus WHERE id = ?", (sku_id,))
+
+    def skus(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM skus ORDER BY id")
+
+    # orders and tasks
+    def order(self, order_id: str) -> sqlite3.Row | None:
+        return self._one("SELECT rowid AS position, * FROM orders WHERE id = ?", (order_id,))
+
+    def orders(
+        self, *, status: str | None, kitchen_id: str | None, limit: int, after_position: int
+    ) -> list[sqlite3.Row]:
+        clauses, params = ["rowid > ?"], [after_position]
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)  # type: ignore[arg-type]
+        if kitchen_id is not None:
+            clauses.append("kitchen_id = ?")
+            params.append(kitchen_id)  # type: ignore[arg-type]
+        return self._all(
+            f"SELECT rowid AS position, * FROM orders WHERE {' AND '.join(clauses)}"
+            " ORDER BY rowid LIMIT ?",
+            [*params, limit],
+        )
+
+    def order_items(self, order_id: str) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM order_items WHERE order_id = ? ORDER BY line", (order_id,))
+
+    def tasks_of_order(self, order_id: str) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT t.* FROM prep_tasks t JOIN task_orders o ON o.task_id = t.id"
+            " WHERE o.order_id = ? ORDER BY t.created_at, t.id",
+            (order_id,),
+        )
+
+    def task(self, task_id: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM prep_tasks WHERE id = ?", (task_id,))
+
+    def order_ids_of_task(self, task_id: str) -> list[str]:
+        rows = self._all(
+            "SELECT order_id FROM task_orders WHERE task_id = ? ORDER BY order_id", (task_id,)
+        )
+        return [str(row["order_id"]) for row in rows]
+
+    def tasks_leased_to(self, agent_id: str) -> list[sqlite3.Row]:
+        """Tasks in state ``leased`` (not yet started) whose lease this agent holds."""
+        return self._all(
+            "SELECT * FROM prep_tasks WHERE lease_agent_id = ? AND state = 'leased'"
+            " ORDER BY start_by, id",
+            (agent_id,),
+        )
+
+    def leasable_tasks(
+        self, *, kitchen_id: str, start_after_until: float, limit: int
+    ) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT * FROM prep_tasks WHERE kitchen_id = ? AND state = 'planned'"
+            " AND start_after <= ? ORDER BY start_after, finish_by, id LIMIT ?",
+            (kitchen_id, start_after_until, limit),
+        )
+
+    # idempotency
+    def idempotency_key(self, key: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM idempotency_keys WHERE key = ?", (key,))
+
+    # credentials
+    def api_token(self, token_hash: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM api_tokens WHERE token_hash = ?", (token_hash,))
+
+    def count_api_tokens(self) -> int:
+        row = self._one("SELECT COUNT(*) AS n FROM api_tokens")
+        return 0 if row is None else int(row["n"])
+
+    def enrollment_token(self, token_hash: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM enrollment_tokens WHERE token_hash = ?", (token_hash,))
+
+    def agent(self, agent_id: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM agents WHERE id = ?", (agent_id,))
+
+    def agent_by_credential(self, credential_hash: str) -> sqlite3.Row | None:
+        return self._one("SELECT * FROM agents WHERE credential_hash = ?", (credential_hash,))
+
+    # audit
+    def last_audit(self) -> sqlite3.Row | None:
+        return self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+
+    def audit_rows(self, *, after_seq: int = 0, limit: int = 10_000) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+
+    def audit_of_order(self, order_id: str) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM audit WHERE order_id = ? ORDER BY seq", (order_id,))
+
+    # stats
+    def count_orders_by_status(self) -> list[sqlite3.Row]:
+        return self._all("SELECT status, COUNT(*) AS n FROM orders GROUP BY status ORDER BY status")
+
+    def count_orders_by_kitchen_status(self) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT kitchen_id, status, COUNT(*) AS n FROM orders WHERE kitchen_id IS NOT NULL"
+            " GROUP BY kitchen_id, status ORDER BY kitchen_id, status"
+        )
+
+    def count_tasks_by_state(self) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT state, COUNT(*) AS n FROM prep_tasks GROUP BY state ORDER BY state"
+        )

@@ -1,0 +1,440 @@
+"""Agent sync: apply a batch of outbox events, renew and grant leases, in one transaction.
+
+The agent is authoritative on what happened in the kitchen, the control plane on plans and
+leases (SPEC guarantee 4). Events are deduplicated by ``(agent_id, seq)``; only the contiguous
+prefix after the last acknowledged ``seq`` is applied, a gap answers ``resend_from``. A report
+carrying a fencing token that is not the task's current one is recorded as a conflict in the
+audit trail and never applied.
+
+The pure parts, :func:`plan_batch` and :func:`estimate_clock_offset`, decide; :func:`sync`
+applies their decisions to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from control_plane import audit, leases
+from control_plane.auth import AgentIdentity
+from control_plane.config import Settings
+from control_plane.errors import Forbidden
+from control_plane.store import Store, Writer
+from protocol.errors import MessageError
+from protocol.events import (
+    AlertRaised,
+    DeviceStatus,
+    EventEnvelope,
+    EventType,
+    StepDone,
+    StepStarted,
+    TaskDone,
+    TaskFailed,
+    TaskReleased,
+    TaskStarted,
+    parse_event_payload,
+)
+from protocol.sync_api import SyncRequest, SyncResponse
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Which seqs of a batch to apply, how many were duplicates, and where a gap starts."""
+
+    apply: tuple[int, ...]
+    duplicates: int
+    resend_from: int | None
+    acked_seq: int
+
+
+def plan_batch(last_acked_seq: int, seqs: Iterable[int]) -> BatchPlan:
+    """Decide what to do with a batch given the highest contiguous seq already stored.
+
+    >>> plan_batch(3, [2, 3, 4, 5, 7, 8])
+    BatchPlan(apply=(4, 5), duplicates=2, resend_from=6, acked_seq=5)
+    """
+    expected, apply, duplicates, resend_from = last_acked_seq + 1, [], 0, None
+    for seq in sorted(seqs):
+        if seq < expected:
+            duplicates += 1
+        elif seq == expected:
+            apply.append(seq)
+            expected += 1
+        else:
+            resend_from = expected
+            break
+    return BatchPlan(tuple(apply), duplicates, resend_from, expected - 1)
+
+
+def estimate_clock_offset(*, sent_at: float, received_at: float) -> float:
+    """Seconds to add to the agent's wall clock to land on the server's timeline.
+
+    It includes the one-way network delay, which is small next to the skews it corrects.
+    """
+    return received_at - sent_at
+
+
+@dataclass
+class SyncStats:
+    """What one sync did, for metrics."""
+
+    applied: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    gap: bool = False
+    conflicts: Counter[str] = field(default_factory=Counter)
+    invalid: int = 0
+    leases_granted: int = 0
+    leases_lost: int = 0
+
+
+def sync(
+    store: Store,
+    agent: AgentIdentity,
+    request: SyncRequest,
+    *,
+    now: float,
+    settings: Settings,
+) -> tuple[SyncResponse, SyncStats]:
+    """Apply one sync round trip and build the answer."""
+    for event in request.events:
+        if event.agent_id != agent.agent_id or event.kitchen_id != agent.kitchen_id:
+            raise Forbidden(
+                f"event seq {event.seq} is for agent {event.agent_id}/kitchen {event.kitchen_id};"
+                f" this credential is agent {agent.agent_id} of kitchen {agent.kitchen_id}"
+            )
+    stats = SyncStats()
+    offset = estimate_clock_offset(sent_at=request.heartbeat.sent_at, received_at=now)
+    with store.write() as tx:
+        row = tx.agent(agent.agent_id)
+        assert row is not None
+        tx.record_heartbeat(
+            agent_id=agent.agent_id,
+            last_seen_at=now,
+            clock_offset_s=offset,
+            agent_version=request.heartbeat.agent_version,
+            outbox_depth=request.heartbeat.outbox_depth,
+        )
+        batch = plan_batch(int(row["last_acked_seq"]), (e.seq for e in request.events))
+        stats.duplicates, stats.gap = batch.duplicates, batch.resend_from is not None
+        by_seq: dict[int, EventEnvelope] = {}
+        for event in request.events:
+            by_seq.setdefault(event.seq, event)
+        for seq in batch.apply:
+            _apply(tx, agent, by_seq[seq], offset=offset, now=now, stats=stats)
+        tx.set_agent_acked_seq(agent_id=agent.agent_id, last_acked_seq=batch.acked_seq)
+        lost = leases.renew(tx, agent, list(request.renewals))
+        renewed = {r.task_id for r in request.renewals}
+        granted = leases.redeliver_or_reclaim(
+            tx, agent, renewed=renewed, want=request.want_leases, now=now
+        )
+        granted += leases.grant(
+            tx, agent, want=request.want_leases - len(granted), now=now, settings=settings
+        )
+    stats.leases_granted, stats.leases_lost = len(granted), len(lost)
+    response = SyncResponse(
+        acked_seq=batch.acked_seq,
+        resend_from=batch.resend_from,
+        server_time=now,
+        leases=granted,
+        lost_leases=lost,
+        config={
+            "lease_horizon_s": settings.lease_horizon_s,
+            "start_by_grace_s": settings.start_by_grace_s,
+        },
+    )
+    return response, stats
+
+
+@dataclass(frozen=True)
+class _Context:
+    tx: Writer
+    agent: AgentIdentity
+    event: EventEnvelope
+    at: float  # occurred_at on the server's timeline
+    now: float
+    stats: SyncStats
+
+    def record(
+        self,
+        action: str,
+        *,
+        task: sqlite3.Row | None = None,
+        subject: tuple[str, str] | None = None,
+        device_id: str | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit one fact, once per order the task serves (or once with no order)."""
+        base = {"event_seq": self.event.seq, "event_id": self.event.event_id}
+        if subject is None:
+            assert task is not None, "a record without a task names its subject"
+            subject = ("task", str(task["id"]))
+        subject_type, subject_id = subject
+        order_ids: list[str | None] = [None]
+        if task is not None:
+            order_ids = [*self.tx.order_ids_of_task(str(task["id"]))] or [None]
+        for order_id in order_ids:
+            audit.append(
+                self.tx,
+                at=self.at,
+                actor_type="agent",
+                actor_id=self.agent.agent_id,
+                action=action,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                order_id=order_id,
+                kitchen_id=self.agent.kitchen_id,
+                station_id=task["station_id"] if task is not None else None,
+                device_id=device_id,
+                reason=reason,
+                details=base | {k: v for k, v in (details or {}).items() if v is not None},
+            )
+
+
+def _apply(
+    tx: Writer,
+    agent: AgentIdentity,
+    event: EventEnvelope,
+    *,
+    offset: float,
+    now: float,
+    stats: SyncStats,
+) -> None:
+    ctx = _Context(tx, agent, event, at=event.occurred_at + offset, now=now, stats=stats)
+    try:
+        payload = parse_event_payload(event)
+    except MessageError as exc:
+        outcome = "unknown_type" if exc.reason == "unknown_event_type" else "invalid"
+        stats.invalid += 1
+        ctx.record(
+            "event.rejected",
+            subject=("event", f"{agent.agent_id}:{event.seq}"),
+            reason=exc.reason,
+            details={"type": event.type, "error": str(exc)},
+        )
+    else:
+        outcome = _APPLIERS[event.type](ctx, payload)
+        if outcome == "applied":
+            stats.applied[event.type] += 1
+    tx.insert_event(
+        agent_id=agent.agent_id,
+        seq=event.seq,
+        event_id=event.event_id,
+        event_type=event.type,
+        occurred_at=event.occurred_at,
+        server_occurred_at=ctx.at,
+        received_at=now,
+        payload_json=json.dumps(event.payload, separators=(",", ":")),
+        outcome=outcome,
+    )
+
+
+def _fenced_task(ctx: _Context, task_id: str, fencing_token: int) -> sqlite3.Row | None:
+    """The task if the report's lease is current; otherwise record a conflict, return None."""
+    task = ctx.tx.task(task_id)
+    if task is None:
+        reason = "task_unknown"
+    elif task["lease_agent_id"] != ctx.agent.agent_id or task["fencing_token"] != fencing_token:
+        reason = "stale_fencing_token"
+    else:
+        return task
+    ctx.stats.conflicts[reason] += 1
+    ctx.record(
+        f"conflict.{reason}",
+        task=task,
+        subject=("task", task_id),
+        reason=reason,
+        details={
+            "event_type": ctx.event.type,
+            "fencing_token": fencing_token,
+            "current_fencing_token": task["fencing_token"] if task is not None else None,
+            "lease_agent_id": task["lease_agent_id"] if task is not None else None,
+        },
+    )
+    return None
+
+
+def _state_conflict(ctx: _Context, task: sqlite3.Row, reason: str) -> str:
+    ctx.stats.conflicts[reason] += 1
+    ctx.record(
+        f"conflict.{reason}",
+        task=task,
+        reason=reason,
+        details={"event_type": ctx.event.type, "state": task["state"]},
+    )
+    return "conflict"
+
+
+def _task_started(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, TaskStarted)
+    task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
+    if task is None:
+        return "conflict"
+    if task["state"] != "leased":
+        return (
+            "ignored"
+            if task["state"] in ("started", "done")
+            else _state_conflict(ctx, task, "task_not_startable")
+        )
+    ctx.tx.set_task_started(task_id=task["id"], started_at=ctx.at, at=ctx.now)
+    for order_id in ctx.tx.order_ids_of_task(task["id"]):
+        order = ctx.tx.order(order_id)
+        if order is not None and order["status"] in ("accepted", "planned"):
+            ctx.tx.set_order_status(order_id=order_id, status="in_prep", at=ctx.at)
+    ctx.record(
+        "task.started",
+        task=task,
+        details={"staff_badge": payload.staff_badge, "fencing_token": payload.fencing_token},
+    )
+    return "applied"
+
+
+def _step(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, StepStarted | StepDone)
+    task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
+    if task is None:
+        return "conflict"
+    details: dict[str, Any] = {"step": payload.step, "command_id": payload.command_id}
+    if isinstance(payload, StepDone):
+        details |= {
+            "core_temp_c": payload.core_temp_c,
+            "staff_badge": payload.staff_badge,
+            "delay_reason": payload.delay_reason,
+        }
+    ctx.record(ctx.event.type, task=task, device_id=payload.device_id, details=details)
+    return "applied"
+
+
+def _task_done(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, TaskDone)
+    task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
+    if task is None:
+        return "conflict"
+    if task["state"] not in ("leased", "started"):
+        return (
+            "ignored" if task["state"] == "done" else _state_conflict(ctx, task, "task_not_running")
+        )
+    ctx.tx.set_task_finished(
+        task_id=task["id"], state="done", finished_at=ctx.at, failure_reason=None, at=ctx.now
+    )
+    ctx.record("task.done", task=task, details={"quantity": payload.quantity})
+    for order_id in ctx.tx.order_ids_of_task(task["id"]):
+        states = {t["state"] for t in ctx.tx.tasks_of_order(order_id)}
+        if states == {"done"}:
+            ctx.tx.set_order_status(order_id=order_id, status="ready", at=ctx.at)
+            audit.append(
+                ctx.tx,
+                at=ctx.at,
+                actor_type="system",
+                actor_id="reconcile",
+                action="order.ready",
+                subject_type="order",
+                subject_id=order_id,
+                order_id=order_id,
+                kitchen_id=ctx.agent.kitchen_id,
+            )
+    return "applied"
+
+
+def _task_failed(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, TaskFailed)
+    task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
+    if task is None:
+        return "conflict"
+    if task["state"] not in ("leased", "started"):
+        return (
+            "ignored"
+            if task["state"] == "failed"
+            else _state_conflict(ctx, task, "task_not_running")
+        )
+    ctx.tx.set_task_finished(
+        task_id=task["id"],
+        state="failed",
+        finished_at=ctx.at,
+        failure_reason=payload.reason,
+        at=ctx.now,
+    )
+    for order_id in ctx.tx.order_ids_of_task(task["id"]):
+        ctx.tx.set_order_status(
+            order_id=order_id, status="failed", at=ctx.at, reason=payload.reason
+        )
+    ctx.record(
+        "task.failed", task=task, reason=payload.reason, details={"started": payload.started}
+    )
+    return "applied"
+
+
+def _task_released(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, TaskReleased)
+    task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
+    if task is None:
+        return "conflict"
+    if task["state"] != "leased":
+        return _state_conflict(ctx, task, "release_after_start")
+    ctx.tx.release_task(task_id=task["id"], at=ctx.now)
+    ctx.record("task.released", task=task, reason=payload.reason)
+    return "applied"
+
+
+def _device_status(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, DeviceStatus)
+    ctx.tx.upsert_equipment(
+        kitchen_id=ctx.agent.kitchen_id,
+        equipment_id=payload.device_id,
+        kind=payload.kind,
+        station_id=None,
+        health="ok" if payload.status == "online" else "offline",
+        updated_at=ctx.at,
+    )
+    ctx.record(
+        f"device.{payload.status}",
+        subject=("equipment", payload.device_id),
+        device_id=payload.device_id,
+        details={"kind": payload.kind},
+    )
+    return "applied"
+
+
+def _alert_raised(ctx: _Context, payload: Any) -> str:
+    assert isinstance(payload, AlertRaised)
+    ctx.tx.insert_alert(
+        agent_id=ctx.agent.agent_id,
+        alert_id=payload.alert_id,
+        kitchen_id=ctx.agent.kitchen_id,
+        kind=payload.kind,
+        severity=payload.severity,
+        device_id=payload.device_id,
+        message=payload.message,
+        value=payload.value,
+        limit_value=payload.limit,
+        raised_at=ctx.at,
+    )
+    ctx.record(
+        "alert.raised",
+        subject=("alert", payload.alert_id),
+        device_id=payload.device_id,
+        reason=payload.kind,
+        details={
+            "severity": payload.severity,
+            "message": payload.message,
+            "value": payload.value,
+            "limit": payload.limit,
+        },
+    )
+    return "applied"
+
+
+_APPLIERS: dict[str, Callable[[_Context, Any], str]] = {
+    EventType.TASK_STARTED: _task_started,
+    EventType.STEP_STARTED: _step,
+    EventType.STEP_DONE: _step,
+    EventType.TASK_DONE: _task_done,
+    EventType.TASK_FAILED: _task_failed,
+    EventType.TASK_RELEASED: _task_released,
+    EventType.DEVICE_STATUS: _device_status,
+    EventType.ALERT_RAISED: _alert_raised,
+}

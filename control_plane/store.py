@@ -1,0 +1,545 @@
+"""The control plane's SQLite store: connections, named migrations, and every SQL write.
+
+Durability (SPEC guarantee 10): WAL mode with ``synchronous=FULL``, so a committed transaction
+is fsync'd before :meth:`Store.write` returns and before any answer is sent. Writes are serialised
+by one process-wide lock (SQLite allows one writer anyway; the lock avoids busy-wait polling),
+reads run concurrently on one connection per thread.
+
+>>> store = Store.open(Path(tmp) / "cp.db")            # doctest: +SKIP
+>>> with store.write() as tx:                           # doctest: +SKIP
+...     tx.insert_kitchen(kitchen_id="k1", name="K1", timezone="UTC", location=None,
+...                       status="active", created_at=0.0)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from control_plane.errors import StoreError
+from control_plane.migrations import MIGRATIONS
+from control_plane.queries import Reader
+
+
+class Writer(Reader):
+    """Every SQL write of the control plane, inside one open write transaction."""
+
+    def _exec(self, sql: str, params: tuple[object, ...]) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    # kitchens, stations, equipment
+    def insert_kitchen(
+        self,
+        *,
+        kitchen_id: str,
+        name: str,
+        timezone: str,
+        location: str | None,
+        status: str,
+        created_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO kitchens (id, name, timezone, location, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (kitchen_id, name, timezone, location, status, created_at),
+        )
+
+    def insert_station(self, *, kitchen_id: str, station_id: str, name: str, slots: int) -> None:
+        self._exec(
+            "INSERT INTO stations (kitchen_id, id, name, slots) VALUES (?, ?, ?, ?)",
+            (kitchen_id, station_id, name, slots),
+        )
+
+    def set_kitchen_status(self, *, kitchen_id: str, status: str) -> None:
+        self._exec("UPDATE kitchens SET status = ? WHERE id = ?", (status, kitchen_id))
+
+    def upsert_equipment(
+        self,
+        *,
+        kitchen_id: str,
+        equipment_id: str,
+        kind: str | None,
+        station_id: str | None,
+        health: str,
+        updated_at: float,
+    ) -> None:
+        """Insert or update; ``None`` for kind or station keeps what is stored."""
+        self._exec(
+            "INSERT INTO equipment (kitchen_id, id, kind, station_id, health, updated_at)"
+            " VALUES (?, ?, COALESCE(?, 'probe'), ?, ?, ?)"
+            " ON CONFLICT (kitchen_id, id) DO UPDATE SET"
+            " kind = COALESCE(?, kind), station_id = COALESCE(?, station_id),"
+            " health = excluded.health, updated_at = excluded.updated_at",
+            (kitchen_id, equipment_id, kind, station_id, health, updated_at, kind, station_id),
+        )
+
+    # skus
+    def insert_sku(
+        self,
+        *,
+        sku_id: str,
+        name: str,
+        station_id: str,
+        recipe_steps_json: str,
+        total_duration_s: float,
+        freshness_window_min: float,
+        priority: str,
+        hold: str,
+        created_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO skus (id, name, station_id, recipe_steps_json, total_duration_s,"
+            " freshness_window_min, priority, hold, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                sku_id,
+                name,
+                station_id,
+                recipe_steps_json,
+                total_duration_s,
+                freshness_window_min,
+                priority,
+                hold,
+                created_at,
+            ),
+        )
+
+    # orders
+    def insert_order(
+        self,
+        *,
+        order_id: str,
+        idempotency_key: str,
+        status: str,
+        reason: str | None,
+        kitchen_id: str | None,
+        promised_by: float,
+        destination: str,
+        transport_min: float,
+        priority: str,
+        predicted_ready_at: float | None,
+        created_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO orders (id, idempotency_key, status, reason, kitchen_id, promised_by,"
+            " destination, transport_min, priority, predicted_ready_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                order_id,
+                idempotency_key,
+                status,
+                reason,
+                kitchen_id,
+                promised_by,
+                destination,
+                transport_min,
+                priority,
+                predicted_ready_at,
+                created_at,
+                created_at,
+            ),
+        )
+
+    def insert_order_item(self, *, order_id: str, line: int, sku_id: str, quantity: int) -> None:
+        self._exec(
+            "INSERT INTO order_items (order_id, line, sku_id, quantity) VALUES (?, ?, ?, ?)",
+            (order_id, line, sku_id, quantity),
+        )
+
+    def set_order_status(
+        self, *, order_id: str, status: str, at: float, reason: str | None = None
+    ) -> None:
+        self._exec(
+            "UPDATE orders SET status = ?, reason = COALESCE(?, reason), updated_at = ?,"
+            " ready_at = CASE WHEN ? = 'ready' THEN ? ELSE ready_at END WHERE id = ?",
+            (status, reason, at, status, at, order_id),
+        )
+
+    # prep tasks
+    def insert_task(
+        self,
+        *,
+        task_id: str,
+        kitchen_id: str,
+        station_id: str,
+        sku_id: str,
+        quantity: int,
+        duration_s: float,
+        start_after: float,
+        finish_by: float,
+        predicted_ready_at: float,
+        created_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO prep_tasks (id, kitchen_id, station_id, sku_id, quantity, duration_s,"
+            " state, start_after, finish_by, predicted_ready_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
+            (
+                task_id,
+                kitchen_id,
+                station_id,
+                sku_id,
+                quantity,
+                duration_s,
+                start_after,
+                finish_by,
+                predicted_ready_at,
+                created_at,
+                created_at,
+            ),
+        )
+
+    def link_task_order(self, *, task_id: str, order_id: str) -> None:
+        self._exec("INSERT INTO task_orders (task_id, order_id) VALUES (?, ?)", (task_id, order_id))
+
+    def lease_task(
+        self, *, task_id: str, agent_id: str, fencing_token: int, leased_at: float, start_by: float
+    ) -> None:
+        self._exec(
+            "UPDATE prep_tasks SET state = 'leased', lease_agent_id = ?, fencing_token = ?,"
+            " leased_at = ?, start_by = ?, updated_at = ? WHERE id = ?",
+            (agent_id, fencing_token, leased_at, start_by, leased_at, task_id),
+        )
+
+    def set_task_started(self, *, task_id: str, started_at: float, at: float) -> None:
+        self._exec(
+            "UPDATE prep_tasks SET state = 'started', started_at = ?, updated_at = ? WHERE id = ?",
+            (started_at, at, task_id),
+        )
+
+    def set_task_finished(
+        self, *, task_id: str, state: str, finished_at: float, failure_reason: str | None, at: float
+    ) -> None:
+        self._exec(
+            "UPDATE prep_tasks SET state = ?, finished_at = ?, failure_reason = ?, updated_at = ?"
+            " WHERE id = ?",
+            (state, finished_at, failure_reason, at, task_id),
+        )
+
+    def release_task(self, *, task_id: str, at: float) -> None:
+        """Back to ``planned``; the fencing token stays, so the old lease stays stale."""
+        self._exec(
+            "UPDATE prep_tasks SET state = 'planned', lease_agent_id = NULL, leased_at = NULL,"
+            " start_by = NULL, updated_at = ? WHERE id = ?",
+            (at, task_id),
+        )
+
+    # idempotency keys
+    def claim_idempotency_key(self, *, key: str, request_hash: str, created_at: float) -> None:
+        self._exec(
+            "INSERT INTO idempotency_keys (key, request_hash, state, created_at)"
+            " VALUES (?, ?, 'in_flight', ?)",
+            (key, request_hash, created_at),
+        )
+
+    def complete_idempotency_key(
+        self,
+        *,
+        key: str,
+        response_status: int,
+        response_media_type: str,
+        response_body: bytes,
+        completed_at: float,
+    ) -> None:
+        self._exec(
+            "UPDATE idempotency_keys SET state = 'done', response_status = ?,"
+            " response_media_type = ?, response_body = ?, completed_at = ? WHERE key = ?",
+            (response_status, response_media_type, response_body, completed_at, key),
+        )
+
+    def delete_idempotency_key(self, *, key: str) -> None:
+        self._exec("DELETE FROM idempotency_keys WHERE key = ?", (key,))
+
+    def purge_idempotency_keys(self, *, created_before: float) -> int:
+        return self._exec(
+            "DELETE FROM idempotency_keys WHERE state = 'done' AND created_at < ?",
+            (created_before,),
+        )
+
+    # credentials and agents
+    def insert_api_token(self, *, token_hash: str, name: str, role: str, created_at: float) -> None:
+        self._exec(
+            "INSERT INTO api_tokens (token_hash, name, role, created_at) VALUES (?, ?, ?, ?)",
+            (token_hash, name, role, created_at),
+        )
+
+    def insert_enrollment_token(
+        self, *, token_hash: str, kitchen_id: str, expires_at: float, created_at: float
+    ) -> None:
+        self._exec(
+            "INSERT INTO enrollment_tokens (token_hash, kitchen_id, expires_at, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (token_hash, kitchen_id, expires_at, created_at),
+        )
+
+    def use_enrollment_token(self, *, token_hash: str, used_at: float, agent_id: str) -> int:
+        """Mark used; returns 0 when it was already used (a concurrent redemption won)."""
+        return self._exec(
+            "UPDATE enrollment_tokens SET used_at = ?, used_by_agent_id = ?"
+            " WHERE token_hash = ? AND used_at IS NULL",
+            (used_at, agent_id, token_hash),
+        )
+
+    def insert_agent(
+        self,
+        *,
+        agent_id: str,
+        kitchen_id: str,
+        name: str,
+        credential_hash: str,
+        agent_version: str,
+        enrolled_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO agents (id, kitchen_id, name, credential_hash, agent_version,"
+            " enrolled_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (agent_id, kitchen_id, name, credential_hash, agent_version, enrolled_at),
+        )
+
+    def set_agent_revoked(self, *, agent_id: str, revoked: bool) -> None:
+        self._exec("UPDATE agents SET revoked = ? WHERE id = ?", (int(revoked), agent_id))
+
+    def record_heartbeat(
+        self,
+        *,
+        agent_id: str,
+        last_seen_at: float,
+        clock_offset_s: float,
+        agent_version: str,
+        outbox_depth: int,
+    ) -> None:
+        self._exec(
+            "UPDATE agents SET last_seen_at = ?, clock_offset_s = ?, agent_version = ?,"
+            " outbox_depth = ? WHERE id = ?",
+            (last_seen_at, clock_offset_s, agent_version, outbox_depth, agent_id),
+        )
+
+    def set_agent_acked_seq(self, *, agent_id: str, last_acked_seq: int) -> None:
+        self._exec("UPDATE agents SET last_acked_seq = ? WHERE id = ?", (last_acked_seq, agent_id))
+
+    # events, alerts, audit
+    def insert_event(
+        self,
+        *,
+        agent_id: str,
+        seq: int,
+        event_id: str,
+        event_type: str,
+        occurred_at: float,
+        server_occurred_at: float,
+        received_at: float,
+        payload_json: str,
+        outcome: str,
+    ) -> None:
+        self._exec(
+            "INSERT INTO events (agent_id, seq, event_id, type, occurred_at, server_occurred_at,"
+            " received_at, payload_json, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                agent_id,
+                seq,
+                event_id,
+                event_type,
+                occurred_at,
+                server_occurred_at,
+                received_at,
+                payload_json,
+                outcome,
+            ),
+        )
+
+    def insert_alert(
+        self,
+        *,
+        agent_id: str,
+        alert_id: str,
+        kitchen_id: str,
+        kind: str,
+        severity: str,
+        device_id: str | None,
+        message: str,
+        value: float | None,
+        limit_value: float | None,
+        raised_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT OR IGNORE INTO alerts (agent_id, alert_id, kitchen_id, kind, severity,"
+            " device_id, message, value, limit_value, raised_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                agent_id,
+                alert_id,
+                kitchen_id,
+                kind,
+                severity,
+                device_id,
+                message,
+                value,
+                limit_value,
+                raised_at,
+            ),
+        )
+
+    def insert_audit(
+        self,
+        *,
+        seq: int,
+        at: float,
+        actor_type: str,
+        actor_id: str,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        order_id: str | None,
+        kitchen_id: str | None,
+        station_id: str | None,
+        device_id: str | None,
+        reason: str | None,
+        details_json: str,
+        prev_hash: str,
+        record_hash: str,
+    ) -> None:
+        self._exec(
+            "INSERT INTO audit (seq, at, actor_type, actor_id, action, subject_type, subject_id,"
+            " order_id, kitchen_id, station_id, device_id, reason, details_json, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                at,
+                actor_type,
+                actor_id,
+                action,
+                subject_type,
+                subject_id,
+                order_id,
+                kitchen_id,
+                station_id,
+                device_id,
+                reason,
+                details_json,
+                prev_hash,
+                record_hash,
+            ),
+        )
+
+
+class Store:
+    """One SQLite database file: a connection per thread, one writer at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) and migrate the store at ``path``."""
+        store = cls(path)
+        store.migrate()
+        return store
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Writer]:
+        """One write transaction, committed (and fsync'd) when the block ends without error."""
+        with self._write_lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot begin a write: {exc}") from exc
+            try:
+                yield Writer(conn)
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"write failed: {exc}") from exc
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StoreError(f"commit failed: {exc}") from exc
+
+    @contextmanager
+    def read(self) -> Iterator[Reader]:
+        """A read-only snapshot."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot begin a read: {exc}") from exc
+        try:
+            yield Reader(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+        finally:
+            conn.execute("COMMIT")
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied, in order; return their names."""
+        applied: list[str] = []
+        with self.write() as tx:
+            conn = tx._conn
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL"
+                " NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+            for name, script in MIGRATIONS:
+                if name in done:
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
+                )
+                applied.append(name)
+        return applied
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (``executescript`` would commit our transaction)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
