@@ -1,0 +1,288 @@
+"""Wiring: the store, the MQTT link, the control-plane client and one named thread per role.
+
+* ``brigade-sync``: sync round trips every ``sync_interval_s``; jittered backoff (honouring
+  ``Retry-After``) while the control plane is unreachable or overloaded; the kitchen keeps
+  cooking meanwhile.
+* ``brigade-executor``: feeds acks, staff confirmations and time to the pure
+  :func:`edge_agent.executor.decide`, persists each decision and only then sends its command.
+* paho's own loop thread (``loop_start``) runs the MQTT connection.
+
+>>> agent = Agent(config)  # doctest: +SKIP
+>>> agent.run(stop_event)  # doctest: +SKIP  (returns after stop_event is set, all closed)
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, replace
+
+import httpx
+
+from edge_agent.backoff import Backoff
+from edge_agent.clock import Clock, SystemClock
+from edge_agent.config import AgentConfig
+from edge_agent.errors import AgentError, CredentialRejected, RetryLater
+from edge_agent.executor import (
+    Decision,
+    ExecutorSettings,
+    Inputs,
+    RunState,
+    StaffConfirmation,
+    StepPhase,
+    decide,
+)
+from edge_agent.links.control_plane import ControlPlaneClient
+from edge_agent.links.mqtt import CommandLink, Inbound, MqttLink
+from edge_agent.store import ActiveTask, Store, read_boot_id
+from edge_agent.sync import SyncCycle
+from protocol import Ack, DeviceEvent
+
+log = logging.getLogger(__name__)
+
+#: Longest the executor sleeps without looking at its tasks (new leases arrive via the store).
+EXECUTOR_TICK_S = 0.2
+#: Bound of the queue from the MQTT link to the executor.
+INBOX_SIZE = 1000
+
+
+def settings_from(config: AgentConfig) -> ExecutorSettings:
+    return ExecutorSettings(
+        ack_wait_s=config.ack_wait_s,
+        step_margin_s=config.step_margin_s,
+        manual_margin_s=config.manual_margin_s,
+    )
+
+
+@dataclass
+class Executor:
+    """Runs the pure state machine over every active task and applies its decisions."""
+
+    store: Store
+    link: CommandLink
+    settings: ExecutorSettings
+    clock: Clock
+
+    def __post_init__(self) -> None:
+        # Timers (``TaskRun.deadline``) live only in memory; the store has everything else.
+        self._deadlines: dict[tuple[str, int], float | None] = {}
+
+    def step(self, inbound: Inbound | None, online: dict[str, tuple[str, ...]]) -> float | None:
+        """Advance every active task once; returns the earliest monotonic time to look again."""
+        tasks = self.store.active_tasks()
+        live = {(t.run.task_id, t.run.fencing_token) for t in tasks}
+        for key in list(self._deadlines):
+            if key not in live:
+                del self._deadlines[key]
+        # The latest run of every task, updated as decisions are taken in this pass, so two
+        # tasks deciding in the same pass can never both claim the same free device.
+        current = {(t.run.task_id, t.run.fencing_token): t.run for t in tasks}
+        wake: float | None = None
+        for task in tasks:
+            key = (task.run.task_id, task.run.fencing_token)
+            busy = {
+                run.device_id
+                for other, run in current.items()
+                if other != key
+                and run.state == RunState.STARTED
+                and run.device_id is not None
+                and run.phase in (StepPhase.COMMANDED, StepPhase.ACCEPTED)
+            }
+            decision = self._advance(task, busy, inbound, online)
+            if decision is None:
+                continue
+            current[key] = decision.run
+            if decision.wake_at is not None:
+                wake = decision.wake_at if wake is None else min(wake, decision.wake_at)
+        return wake
+
+    def _advance(
+        self,
+        task: ActiveTask,
+        busy: set[str],
+        inbound: Inbound | None,
+        online: dict[str, tuple[str, ...]],
+    ) -> Decision | None:
+        key = (task.run.task_id, task.run.fencing_token)
+        run = replace(task.run, deadline=self._deadlines.get(key))
+        free = {kind: tuple(d for d in ids if d not in busy) for kind, ids in online.items()}
+        if not self.link.connected:
+            # With the broker gone no device can be reached; never start into the void.
+            free = {}
+        ack = inbound if isinstance(inbound, Ack) else None
+        confirmation = _confirmation(inbound) if isinstance(inbound, DeviceEvent) else None
+        inputs = Inputs(
+            now=self.clock.monotonic(),
+            wall=self.clock.wall(),
+            free_devices=free,
+            ack=ack,
+            confirmation=confirmation,
+        )
+        decision = decide(run, task.record, inputs, self.settings)
+        if decision.run != run:
+            applied = self.store.apply_transition(
+                run=decision.run,
+                events=decision.events,
+                occurred_at=inputs.wall,
+                expected_state=task.run.state,
+            )
+            if applied is None:
+                log.info("task changed under the executor; skipped", extra={"task_id": key[0]})
+                return None
+            for event in decision.events:
+                log.info("event recorded", extra={"task_id": key[0], "event_type": event.type})
+        self._deadlines[key] = decision.run.deadline
+        # The decision is on disk; only now may the device act on it.
+        if decision.command is not None:
+            sent = self.link.publish_command(decision.command.device_id, decision.command.command)
+            log.info(
+                "command sent" if sent else "command queued while the broker is unreachable",
+                extra={
+                    "task_id": key[0],
+                    "command_id": decision.command.command.command_id,
+                    "device_id": decision.command.device_id,
+                },
+            )
+        return decision
+
+
+def _confirmation(event: DeviceEvent) -> StaffConfirmation | None:
+    task_id, step, badge = (event.data.get(k) for k in ("task_id", "step", "badge"))
+    if not isinstance(task_id, str) or not isinstance(badge, str) or isinstance(step, bool):
+        return None
+    if not isinstance(step, int | float) or int(step) != step:
+        return None
+    return StaffConfirmation(task_id=task_id, step=int(step), badge=badge)
+
+
+class Agent:
+    """One running edge agent; :meth:`run` blocks until ``stop`` is set, then closes everything."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Clock | None = None,
+        boot_id: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self._transport = transport
+        self._boot_id = boot_id or read_boot_id()
+        self._inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_SIZE)
+        self.link: MqttLink | None = None
+        self.sync_ok = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        config = self.config
+        store = Store.open(config.db_path, boot_id=self._boot_id)
+        client = ControlPlaneClient(
+            config.control_plane_url,
+            credential=config.credential.get_secret_value(),
+            transport=self._transport,
+        )
+        link = MqttLink(
+            agent_id=config.agent_id,
+            kitchen_id=config.kitchen_id,
+            host=config.mqtt_host,
+            port=config.mqtt_port,
+            inbox=self._inbox,
+        )
+        self.link = link
+        threads: list[threading.Thread] = []
+        try:
+            link.start()
+            cycle = SyncCycle(
+                store=store,
+                client=client,
+                clock=self.clock,
+                agent_id=config.agent_id,
+                kitchen_id=config.kitchen_id,
+                max_active_tasks=config.max_active_tasks,
+                link_states=lambda: {
+                    "mqtt": "up" if link.connected else "down",
+                    "control_plane": "up" if self.sync_ok.is_set() else "down",
+                },
+                can_take_leases=lambda: link.connected,
+            )
+            executor = Executor(
+                store=store,
+                link=link,
+                settings=settings_from(config),
+                clock=self.clock,
+            )
+            threads = [
+                threading.Thread(
+                    target=self._sync_loop, args=(cycle, stop), name="brigade-sync", daemon=True
+                ),
+                threading.Thread(
+                    target=self._executor_loop,
+                    args=(executor, link, stop),
+                    name="brigade-executor",
+                    daemon=True,
+                ),
+            ]
+            for thread in threads:
+                thread.start()
+            log.info(
+                "agent running",
+                extra={"agent_id": config.agent_id, "kitchen_id": config.kitchen_id},
+            )
+            stop.wait()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=15)
+            link.stop()
+            client.close()
+            store.close()
+            log.info("agent stopped")
+
+    def _sync_loop(self, cycle: SyncCycle, stop: threading.Event) -> None:
+        backoff = Backoff(base_s=1.0, cap_s=60.0)
+        while not stop.is_set():
+            try:
+                outcome = cycle.run_once()
+            except RetryLater as exc:
+                self.sync_ok.clear()
+                delay = backoff.next_delay(floor_s=exc.delay_s)
+                log.warning("control plane overloaded", extra={"retry_in_s": round(delay, 2)})
+            except CredentialRejected as exc:
+                self.sync_ok.clear()
+                delay = backoff.next_delay()
+                log.error(str(exc), extra={"retry_in_s": round(delay, 2)})
+            except AgentError as exc:
+                self.sync_ok.clear()
+                delay = backoff.next_delay()
+                log.warning("sync failed", extra={"error": str(exc), "retry_in_s": round(delay, 2)})
+            except Exception:
+                # A bug must not end the sync thread: the kitchen would silently go dark.
+                self.sync_ok.clear()
+                delay = backoff.next_delay()
+                log.exception("unexpected sync error")
+            else:
+                self.sync_ok.set()
+                backoff.reset()
+                delay = 0.0 if outcome.more_pending else self.config.sync_interval_s
+            stop.wait(delay)
+
+    def _executor_loop(self, executor: Executor, link: MqttLink, stop: threading.Event) -> None:
+        wake: float | None = None
+        while not stop.is_set():
+            timeout = EXECUTOR_TICK_S
+            if wake is not None:
+                timeout = max(0.0, min(timeout, wake - self.clock.monotonic()))
+            try:
+                inbound: Inbound | None = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                inbound = None
+            try:
+                wake = executor.step(inbound, link.registry.online_by_kind())
+            except AgentError as exc:
+                log.error("executor step failed", extra={"error": str(exc)})
+                stop.wait(1.0)
+            except Exception:
+                log.exception("unexpected executor error")
+                stop.wait(1.0)

@@ -1,0 +1,188 @@
+"""The agent's HTTP link to the control plane: enroll once, then sync.
+
+All network I/O goes through one ``httpx.Client`` whose ``transport`` can be swapped (tests use
+``httpx.MockTransport``). Foreign errors are translated here into :mod:`edge_agent.errors`:
+
+=================================  ===========================================
+what happened                      raised
+=================================  ===========================================
+TLS handshake / certificate        :class:`TLSFailure`
+DNS, refused, timeout              :class:`ControlPlaneUnreachable`
+401/403 on sync                    :class:`CredentialRejected`
+4xx on enroll                      :class:`EnrollmentRefused` (server's detail)
+429/503                            :class:`RetryLater` (``delay_s`` from Retry-After)
+anything else not 2xx, bad body    :class:`ControlPlaneError`
+=================================  ===========================================
+
+>>> with ControlPlaneClient("https://cp.example", credential="...") as cp:  # doctest: +SKIP
+...     response = cp.sync(request)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+import time
+from typing import Protocol, TypeVar
+
+import httpx
+
+from edge_agent.errors import (
+    ControlPlaneError,
+    ControlPlaneUnreachable,
+    CredentialRejected,
+    EnrollmentRefused,
+    RetryLater,
+    TLSFailure,
+)
+from protocol import (
+    EnrollRequest,
+    EnrollResponse,
+    MessageError,
+    SyncRequest,
+    SyncResponse,
+    decode_message,
+    encode_message,
+)
+from protocol.base import WireModel
+
+M = TypeVar("M", bound=WireModel)
+
+#: Used when a 429/503 carries no usable Retry-After.
+DEFAULT_RETRY_AFTER_S = 5.0
+#: A server asking for more than this is capped, so a typo cannot park an agent for a day.
+MAX_RETRY_AFTER_S = 600.0
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date).
+
+    >>> parse_retry_after("7", now=0.0)
+    7.0
+    >>> parse_retry_after("soon", now=0.0) is None
+    True
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - now, 0.0), MAX_RETRY_AFTER_S)
+
+
+class ControlPlaneLink(Protocol):
+    """What the sync loop needs from the control plane (the seam; fakes implement it)."""
+
+    def sync(self, request: SyncRequest) -> SyncResponse: ...
+
+
+class ControlPlaneClient:
+    """Enrollment and sync against ``base_url``; a context manager that closes its connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credential: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        headers = {"User-Agent": "brigade-agent"}
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
+        self._client = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ControlPlaneClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def enroll(self, *, token: str, name: str, agent_version: str) -> EnrollResponse:
+        """Redeem a one-time enrollment token for an agent id and credential."""
+        request = EnrollRequest(token=token, name=name, agent_version=agent_version)
+        response = self._post("/v1/agents/enroll", request)
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise EnrollmentRefused(
+                f"the control plane refused the enrollment token: {_detail(response)}",
+                status=response.status_code,
+            )
+        return self._parse(response, EnrollResponse)
+
+    def sync(self, request: SyncRequest) -> SyncResponse:
+        """One sync round trip: heartbeat, events, renewals, lease requests."""
+        response = self._post("/v1/agents/sync", request)
+        if response.status_code in (401, 403):
+            raise CredentialRejected(
+                f"the control plane refused this agent's credential: {_detail(response)}",
+                status=response.status_code,
+            )
+        return self._parse(response, SyncResponse)
+
+    def _post(self, path: str, body: WireModel) -> httpx.Response:
+        try:
+            return self._client.post(
+                path,
+                content=encode_message(body),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            url = f"{self._client.base_url}{path.lstrip('/')}"
+            if _is_tls_failure(exc):
+                raise TLSFailure(f"TLS failure talking to {url}: {exc}") from exc
+            raise ControlPlaneUnreachable(
+                f"control plane unreachable at {url}: {exc or type(exc).__name__}"
+            ) from exc
+
+    def _parse(self, response: httpx.Response, model: type[M]) -> M:
+        status = response.status_code
+        if status in (429, 503):
+            delay = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+            raise RetryLater(
+                f"control plane overloaded ({status}); retry later",
+                status=status,
+                delay_s=DEFAULT_RETRY_AFTER_S if delay is None else delay,
+            )
+        if not 200 <= status < 300:
+            raise ControlPlaneError(
+                f"control plane answered {status}: {_detail(response)}", status=status
+            )
+        try:
+            return decode_message(model, response.content)
+        except MessageError as exc:
+            raise ControlPlaneError(
+                f"control plane sent an invalid {model.__name__}: {exc}", status=status
+            ) from exc
+
+
+def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of a problem+json body, else a bounded excerpt of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("title")
+        if isinstance(detail, str):
+            return detail
+        if detail is not None:
+            return str(detail)[:200]
+    return response.text[:200]
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc)

@@ -1,0 +1,350 @@
+"""The agent's link to the kitchen's MQTT broker (paho-mqtt 2, MQTT v5).
+
+* Client id ``brigade-agent-{agent_id}``, clean start off and a session expiry, so the broker
+  keeps the subscription and queues QoS 1 acks while the agent is down (restart, kill -9).
+* Subscribes ``brigade/v1/{kitchen}/+/+`` at QoS 1 with *no local* (it never hears its own
+  commands), again on every reconnect.
+* Last Will: retained ``offline`` on ``brigade/v1/{kitchen}/agent/status``; retained ``online``
+  is published on every connect.
+* Reconnects on its own (paho's loop thread) with exponential backoff from 1 s to 30 s. The
+  broker runs on the same box, so a handful of clients reconnecting in lockstep is harmless and
+  paho's un-jittered schedule is kept; the control-plane link, shared by a fleet, jitters.
+* Every message is decoded with :func:`protocol.decode_message`; a malformed one is dropped and
+  counted by reason (:class:`DropCounter`), never raised.
+* Acks and staff confirmations go to the executor through a bounded queue; a full queue drops
+  and counts (the executor re-sends the same command id, and the device re-sends its ack).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from protocol import (
+    Ack,
+    Birth,
+    Channel,
+    Command,
+    DeviceEvent,
+    ProtocolError,
+    State,
+    Status,
+    Telemetry,
+    decode_message,
+    encode_message,
+    parse_topic,
+    subscription_for,
+    topic_for,
+)
+
+log = logging.getLogger(__name__)
+
+#: The agent's own pseudo-device id in the topic tree.
+AGENT_DEVICE_ID = "agent"
+#: What an inbound message for the executor can be.
+Inbound = Ack | DeviceEvent
+
+
+class CommandLink(Protocol):
+    """What the executor needs from the broker link (a fake implements it in unit tests)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish_command(self, device_id: str, command: Command) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the agent knows about one device from its retained birth and status."""
+
+    device_id: str
+    kind: str | None
+    online: bool
+
+
+class DeviceRegistry:
+    """Devices learned from retained ``birth`` and ``status`` messages; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kinds: dict[str, str] = {}
+        self._online: dict[str, bool] = {}
+
+    def record_birth(self, device_id: str, birth: Birth) -> None:
+        with self._lock:
+            self._kinds[device_id] = birth.kind.value
+
+    def record_status(self, device_id: str, status: Status) -> None:
+        with self._lock:
+            self._online[device_id] = status.state == "online"
+
+    def forget(self, device_id: str) -> None:
+        """A device's retained messages were cleared: it is decommissioned."""
+        with self._lock:
+            self._kinds.pop(device_id, None)
+            self._online.pop(device_id, None)
+
+    def devices(self) -> dict[str, DeviceInfo]:
+        with self._lock:
+            ids = set(self._kinds) | set(self._online)
+            return {
+                d: DeviceInfo(d, self._kinds.get(d), self._online.get(d, False))
+                for d in sorted(ids)
+            }
+
+    def online_by_kind(self) -> dict[str, tuple[str, ...]]:
+        """Online devices with a known kind, grouped by kind."""
+        grouped: dict[str, list[str]] = {}
+        for info in self.devices().values():
+            if info.online and info.kind is not None:
+                grouped.setdefault(info.kind, []).append(info.device_id)
+        return {kind: tuple(ids) for kind, ids in grouped.items()}
+
+
+class DropCounter:
+    """Counts dropped messages by reason; logs the first drop of a burst per reason."""
+
+    def __init__(self, *, quiet_s: float = 60.0) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}
+        self._quiet_s = quiet_s
+
+    def drop(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts[reason] += 1
+            last = self._last_logged.get(reason)
+            should_log = last is None or now - last >= self._quiet_s
+            if should_log:
+                self._last_logged[reason] = now
+        if should_log:
+            log.warning("dropped MQTT message", extra={"reason": reason, "detail": detail[:300]})
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+#: The model of every channel; everything is decoded so malformed input is counted everywhere.
+_MODELS: dict[Channel, type[Any]] = {
+    Channel.BIRTH: Birth,
+    Channel.STATUS: Status,
+    Channel.STATE: State,
+    Channel.TELEMETRY: Telemetry,
+    Channel.EVENT: DeviceEvent,
+    Channel.CMD: Command,
+    Channel.ACK: Ack,
+}
+_DEVICE_MESSAGES = (Birth, State, Telemetry, DeviceEvent, Ack)
+
+
+class MqttLink:
+    """A persistent-session MQTT connection for one agent; a context manager.
+
+    >>> inbox: queue.Queue[Inbound] = queue.Queue(maxsize=1000)
+    >>> with MqttLink(agent_id="a1", kitchen_id="k1", host="127.0.0.1", port=1883,
+    ...               inbox=inbox) as link:  # doctest: +SKIP
+    ...     link.publish_command("oven-1", command)
+    """
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        kitchen_id: str,
+        host: str,
+        port: int,
+        inbox: queue.Queue[Inbound],
+        session_expiry_s: int = 86_400,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.kitchen_id = kitchen_id
+        self.client_id = f"brigade-agent-{agent_id}"
+        self.registry = DeviceRegistry()
+        self.drops = DropCounter()
+        self._host = host
+        self._port = port
+        self._inbox = inbox
+        self._keepalive_s = keepalive_s
+        self._session_expiry_s = session_expiry_s
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._connections = 0
+        self._status_topic = topic_for(kitchen_id, AGENT_DEVICE_ID, Channel.STATUS)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        self._client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.will_set(
+            self._status_topic, encode_message(Status(state="offline")), qos=1, retain=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> MqttLink:
+        """Connect in the background; paho's loop thread connects and reconnects."""
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self._session_expiry_s
+        self._client.connect_async(
+            self._host,
+            self._port,
+            keepalive=self._keepalive_s,
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Say ``offline`` (a clean disconnect does not fire the Will) and disconnect."""
+        self._stopping.set()
+        try:
+            if self._connected.is_set():
+                info = self._client.publish(
+                    self._status_topic,
+                    encode_message(Status(state="offline", ts=time.time())),
+                    qos=1,
+                    retain=True,
+                )
+                if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    info.wait_for_publish(timeout=2.0)
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self._connected.clear()
+
+    def __enter__(self) -> MqttLink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def connections(self) -> int:
+        """How many times the link has connected (1 + reconnects)."""
+        return self._connections
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- outbound --------------------------------------------------------------------------
+
+    def publish_command(self, device_id: str, command: Command) -> bool:
+        """Publish ``command`` at QoS 1; ``False`` if the broker is not reachable right now.
+
+        The caller need not retry at once: the executor re-sends the same command id when the
+        ack does not come.
+        """
+        info = self._client.publish(
+            topic_for(self.kitchen_id, device_id, Channel.CMD), encode_message(command), qos=1
+        )
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # -- paho callbacks (paho's loop thread) ------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: Any,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection", extra={"reason": str(reason_code)})
+            return
+        self._connections += 1
+        # Subscribe again even when the session survived: a broker that lost its persistence
+        # would otherwise leave the agent deaf.
+        client.subscribe(
+            subscription_for(self.kitchen_id), options=SubscribeOptions(qos=1, noLocal=True)
+        )
+        client.publish(
+            self._status_topic,
+            encode_message(Status(state="online", ts=time.time())),
+            qos=1,
+            retain=True,
+        )
+        self._connected.set()
+        log.info(
+            "connected to broker",
+            extra={"session_present": bool(flags.session_present), "host": self._host},
+        )
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: Any,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        level = logging.INFO if self._stopping.is_set() else logging.WARNING
+        log.log(level, "disconnected from broker", extra={"reason": str(reason_code)})
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        # paho would stop its loop on an exception from a callback; nothing here may raise.
+        try:
+            self.handle_message(message.topic, bytes(message.payload))
+        except Exception as exc:
+            log.exception("unexpected error handling an MQTT message")
+            self.drops.drop("internal_error", repr(exc))
+
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        """Decode one message and route it: registry, executor inbox, or a counted drop."""
+        try:
+            parts = parse_topic(topic)
+        except ProtocolError as exc:
+            self.drops.drop(exc.reason, f"{topic}: {exc}")
+            return
+        if parts.device_id == AGENT_DEVICE_ID or parts.kitchen_id != self.kitchen_id:
+            return
+        model = _MODELS[parts.channel]
+        if not payload and parts.channel in (Channel.BIRTH, Channel.STATUS):
+            self.registry.forget(parts.device_id)
+            return
+        try:
+            decoded = decode_message(model, payload)
+        except ProtocolError as exc:
+            self.drops.drop(exc.reason, f"{topic}: {exc}")
+            return
+        if isinstance(decoded, _DEVICE_MESSAGES) and decoded.device_id != parts.device_id:
+            self.drops.drop("device_mismatch", f"{topic}: device_id {decoded.device_id!r}")
+            return
+        if isinstance(decoded, Birth):
+            self.registry.record_birth(parts.device_id, decoded)
+        elif isinstance(decoded, Status):
+            self.registry.record_status(parts.device_id, decoded)
+        elif isinstance(decoded, Ack) or (
+            isinstance(decoded, DeviceEvent) and decoded.event == "step_confirmed"
+        ):
+            try:
+                self._inbox.put_nowait(decoded)
+            except queue.Full:
+                self.drops.drop("inbox_full", f"{topic}: executor inbox full")
+        # State and telemetry will feed food-safety monitoring; commands from other
+        # publishers (operator tools) are only validated.
