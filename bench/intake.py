@@ -15,6 +15,8 @@ from bench.loadgen import build_request, closed_loop
 from bench.results import Result
 from simulators.services import ControlPlane
 
+BENCHMARK = "intake"
+
 SKU = {
     "id": "bench-bowl",
     "name": "Bench bowl",

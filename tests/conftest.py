@@ -11,6 +11,14 @@ import pytest
 from simulators.broker import Broker
 from tests.harness import ControlPlane
 
+# Area-specific fixtures live in their own modules so that work on one area does not touch another.
+pytest_plugins = [
+    "tests.fixtures_agent",
+    "tests.fixtures_cp",
+    "tests.fixtures_sim",
+    "tests.fixtures_planning",
+]
+
 
 def chaos_count(default: int) -> int:
     """Trial count of a soak test: small in CI, ``make chaos`` sets BRIGADE_CHAOS_COUNT."""

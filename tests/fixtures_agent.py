@@ -1,0 +1,1 @@
+"""Fixtures of the agent tests (registered in tests/conftest.py)."""

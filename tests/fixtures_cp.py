@@ -1,0 +1,1 @@
+"""Fixtures of the cp tests (registered in tests/conftest.py)."""

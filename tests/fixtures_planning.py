@@ -1,0 +1,1 @@
+"""Fixtures of the planning tests (registered in tests/conftest.py)."""

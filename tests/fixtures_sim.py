@@ -1,0 +1,1 @@
+"""Fixtures of the sim tests (registered in tests/conftest.py)."""
