@@ -42,14 +42,14 @@ def _setup(cp: ControlPlane) -> None:
     with cp.client() as http:
         # Enough capacity that the planner accepts every order of the run: the benchmark
         # measures intake, not rejection.
-        for n in range(4):
+        for n in range(8):
             http.post(
                 "/v1/kitchens",
                 json={
                     "id": f"bench-k{n}",
                     "name": f"Bench kitchen {n}",
                     "timezone": "UTC",
-                    "stations": [{"id": "hot-line", "name": "Hot line", "slots": 500}],
+                    "stations": [{"id": "hot-line", "name": "Hot line", "slots": 64}],
                 },
             ).raise_for_status()
         http.post("/v1/skus", json=SKU).raise_for_status()

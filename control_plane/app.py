@@ -6,17 +6,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
 
 from control_plane.config import Settings
 from control_plane.deps import Services
+from control_plane.intake import KeysInFlight, purge_expired_keys
 from control_plane.metrics import Metrics
 from control_plane.observability import RequestMiddleware
-from control_plane.problems import install_problem_handlers
+from control_plane.problems import document_problems, install_problem_handlers
 from control_plane.routes import ROUTERS
 from control_plane.store import Store
 
@@ -33,11 +39,21 @@ def create_app(
     the_store = store if store is not None else Store.open(settings.db_path)
     metrics = Metrics()
 
+    async def purge_keys_every_interval() -> None:
+        """Forget idempotency answers past their retention, once per interval."""
+        while True:
+            await run_in_threadpool(purge_expired_keys, the_store, now=clock(), settings=settings)
+            await asyncio.sleep(settings.idempotency_purge_interval_s)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        purger = asyncio.create_task(purge_keys_every_interval(), name="idempotency-purger")
         try:
             yield
         finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             the_store.close()
 
     app = FastAPI(
@@ -46,9 +62,30 @@ def create_app(
         summary="Order intake, planning, leases and audit for fresh-food kitchens",
         lifespan=lifespan,
     )
-    app.state.services = Services(settings=settings, store=the_store, metrics=metrics, clock=clock)
+    app.state.services = Services(
+        settings=settings,
+        store=the_store,
+        metrics=metrics,
+        clock=clock,
+        in_flight=KeysInFlight(),
+    )
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    summary=app.summary,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

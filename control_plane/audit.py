@@ -179,6 +179,7 @@ def record_view(row: sqlite3.Row) -> dict[str, Any]:
         "actor_id": row["actor_id"],
         "action": row["action"],
         "subject": {"type": row["subject_type"], "id": row["subject_id"]},
+        "order_id": row["order_id"],
         "kitchen_id": row["kitchen_id"],
         "station_id": row["station_id"],
         "device_id": row["device_id"],

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sqlite3
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from control_plane import audit
+from control_plane.audit import iso
 from control_plane.errors import (
     AgentRevoked,
     EnrollmentTokenRefused,
@@ -60,7 +63,9 @@ class AgentIdentity:
     last_acked_seq: int
 
 
-def create_api_token(store: Store, *, role: str, name: str, now: float) -> str:
+def create_api_token(
+    store: Store, *, role: str, name: str, now: float, actor: tuple[str, str] = ("system", "cli")
+) -> str:
     """Mint an operator token; the plain token is returned once and never stored."""
     if role not in ROLE_RANK:
         raise ValueError(f"role must be one of {', '.join(ROLE_RANK)}, not {role!r}")
@@ -70,8 +75,8 @@ def create_api_token(store: Store, *, role: str, name: str, now: float) -> str:
         audit.append(
             tx,
             at=now,
-            actor_type="system",
-            actor_id="cli",
+            actor_type=actor[0],
+            actor_id=actor[1],
             action="api_token.created",
             subject_type="api_token",
             subject_id=name,
@@ -113,6 +118,31 @@ def authenticate_agent(reader: Reader, credential: str | None) -> AgentIdentity:
         kitchen_id=str(row["kitchen_id"]),
         last_acked_seq=int(row["last_acked_seq"]),
     )
+
+
+def token_id(token_hash: str) -> str:
+    """The public id of a stored secret: a prefix of its hash, safe to show and log."""
+    return token_hash[:16]
+
+
+def enrollment_token_view(row: sqlite3.Row, *, now: float) -> dict[str, Any]:
+    """One enrollment token as an admin sees it (never the token itself)."""
+    state = (
+        "used"
+        if row["used_at"] is not None
+        else "expired"
+        if row["expires_at"] <= now
+        else "unused"
+    )
+    return {
+        "id": token_id(str(row["token_hash"])),
+        "kitchen_id": row["kitchen_id"],
+        "created_at": iso(row["created_at"]),
+        "expires_at": iso(row["expires_at"]),
+        "state": state,
+        "used_at": iso(row["used_at"]),
+        "used_by_agent_id": row["used_by_agent_id"],
+    }
 
 
 def create_enrollment_token(
@@ -194,7 +224,9 @@ def revoke_agent(store: Store, *, agent_id: str, now: float, actor: str) -> None
         row = tx.agent(agent_id)
         if row is None:
             raise NotFound(f"no agent {agent_id!r}")
-        tx.set_agent_revoked(agent_id=agent_id, revoked=True)
+        if row["revoked"]:
+            return  # already refused; revoking again changes nothing
+        tx.set_agent_revoked(agent_id=agent_id, revoked=True, at=now)
         audit.append(
             tx,
             at=now,

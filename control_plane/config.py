@@ -28,10 +28,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     #: Idempotency keys (and their stored answers) are kept at least this long.
     idempotency_retention_s: float = Field(default=24 * 3600.0, ge=24 * 3600.0)
-    #: A key left ``in_flight`` this long (its request crashed before committing) may be reclaimed.
-    idempotency_stale_s: float = Field(default=60.0, gt=0)
+    #: How often expired idempotency keys are purged.
+    idempotency_purge_interval_s: float = Field(default=3600.0, gt=0)
     #: Enrollment tokens expire after this many seconds unless the request says otherwise.
     enrollment_ttl_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600.0)
     #: Start and finish delays shorter than this are not reported in audit answers.
     delay_tolerance_s: float = Field(default=1.0, ge=0)
+    #: A kitchen whose agents have not synced for this long is unreachable: its leased and
+    #: started tasks are *stranded* (flagged, never moved without an operator's decision).
+    agent_unreachable_after_s: float = Field(default=120.0, gt=0)
+    #: Clock-offset estimation: how fast two clocks may drift apart (parts per million), and the
+    #: jump in the offset beyond which the agent's clock is taken to have been set.
+    clock_drift_ppm: float = Field(default=200.0, ge=0)
+    clock_step_s: float = Field(default=5.0, gt=0)
     log_level: str = "INFO"

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from control_plane.auth import (
     AgentIdentity,
@@ -23,6 +24,7 @@ from control_plane.auth import (
 )
 from control_plane.config import Settings
 from control_plane.errors import Unauthorized
+from control_plane.intake import KeysInFlight
 from control_plane.metrics import Metrics
 from control_plane.store import Store
 
@@ -35,6 +37,7 @@ class Services:
     store: Store
     metrics: Metrics
     clock: Callable[[], float]
+    in_flight: KeysInFlight
 
 
 def get_services(request: Request) -> Services:
@@ -56,8 +59,20 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def _operator_with(role: str) -> Callable[[Request], Operator]:
-    def dependency(request: Request) -> Operator:
+# Declared for the OpenAPI document (the "Authorize" button of /docs); the header itself is read
+# by ``bearer_token`` so a malformed one gets our problem answer.
+_operator_scheme = HTTPBearer(
+    auto_error=False, scheme_name="operatorToken", description="operator API token"
+)
+_agent_scheme = HTTPBearer(
+    auto_error=False, scheme_name="agentCredential", description="agent credential"
+)
+_OperatorScheme = Annotated[HTTPAuthorizationCredentials | None, Security(_operator_scheme)]
+_AgentScheme = Annotated[HTTPAuthorizationCredentials | None, Security(_agent_scheme)]
+
+
+def _operator_with(role: str) -> Callable[..., Operator]:
+    def dependency(request: Request, _documented: _OperatorScheme) -> Operator:
         services = get_services(request)
         with services.store.read() as reader:
             operator = authenticate_operator(reader, bearer_token(request))
@@ -66,7 +81,7 @@ def _operator_with(role: str) -> Callable[[Request], Operator]:
     return dependency
 
 
-def current_agent(request: Request) -> AgentIdentity:
+def current_agent(request: Request, _documented: _AgentScheme) -> AgentIdentity:
     services = get_services(request)
     with services.store.read() as reader:
         return authenticate_agent(reader, bearer_token(request))

@@ -9,7 +9,8 @@
     │   └── EnrollmentTokenRefused   403 the enrollment token was used or has expired
     ├── NotFound                     404 no such resource
     ├── Conflict                     409 the resource already exists or is busy
-    │   └── IdempotencyKeyInFlight   409 the first request with this key is still running
+    │   ├── IdempotencyKeyInFlight   409 the first request with this key is still running
+    │   └── StateConflict            409 not allowed in the current state (``reason`` says why)
     ├── PayloadTooLarge              413 the body exceeds the configured bound
     ├── Unprocessable                422 well-formed but semantically refused
     │   ├── IdempotencyKeyReuse      422 same key, different body
@@ -29,6 +30,8 @@ class BrigadeError(Exception):
     status: int = 500
     slug: str = "internal-error"
     title: str = "Internal error"
+    #: Seconds for a ``Retry-After`` header, when retrying later can succeed.
+    retry_after_s: int | None = None
 
     def __init__(self, detail: str, *, reason: str | None = None) -> None:
         super().__init__(detail)
@@ -70,6 +73,11 @@ class Conflict(BrigadeError):
 
 class IdempotencyKeyInFlight(Conflict):
     slug, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in flight"
+    retry_after_s = 1
+
+
+class StateConflict(Conflict):
+    slug, title = "state-conflict", "Not allowed in the resource's current state"
 
 
 class PayloadTooLarge(BrigadeError):

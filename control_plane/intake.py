@@ -1,35 +1,41 @@
 """Order intake with ``Idempotency-Key`` semantics (SPEC guarantees 1 and 2).
 
-1. The key is *claimed* in its own committed transaction (state ``in_flight``), so a concurrent
-   request with the same key sees it and gets ``409``.
-2. The order, its items, its prep tasks, their audit records and the stored answer are written in
-   **one** transaction: after a crash either all of it exists (a retry replays the answer) or none
-   of it does (the stale claim is reclaimed after ``idempotency_stale_s``).
-3. A retry with the same key and the same canonical body gets the stored status and body
-   byte-for-byte; a different body gets ``422``.
+1. A key is *in flight* while its first request runs; this process keeps that set in memory
+   (:class:`KeysInFlight`), so a concurrent request with the same key gets ``409`` at once.
+2. The order, its items, its prep tasks, their audit records **and the stored answer under the
+   key** are written in one transaction: after a crash either all of it exists (a retry replays
+   the answer byte for byte) or none of it does (the retry does the work). Nothing about an
+   unfinished request survives a crash, so there is no stale claim to expire.
+3. A retry with the same key and the same canonical body gets the stored status and body; a
+   different body gets ``422``. Keys are kept ``idempotency_retention_s`` (at least 24 h).
+
+Across several control-plane processes on one store the primary key of ``idempotency_keys``
+still guarantees one order per key: the second transaction finds the first one's answer under
+the write lock and replays it. Only the ``409`` for a concurrent duplicate is per process.
 
 Rejected orders are recorded too (status ``rejected`` with the reason) and replay like the rest.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import sqlite3
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from control_plane import audit
-from control_plane.audit import canonical_json, iso
+from control_plane.audit import canonical_json
 from control_plane.config import Settings
 from control_plane.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReuse,
     OrderRejected,
-    StoreError,
 )
+from control_plane.orders import order_view
 from control_plane.planning.planner import (
     KitchenLoad,
     OrderRequest,
@@ -63,42 +69,64 @@ class IntakeAnswer:
     reason: str | None = None
 
 
-def claim_key(
-    store: Store, *, key: str, body_hash: str, now: float, settings: Settings
-) -> IntakeAnswer | None:
-    """Claim ``key`` for this request, or return the stored answer to replay.
+class KeysInFlight:
+    """Idempotency keys whose first request is running in this process.
 
-    Raises :class:`IdempotencyKeyReuse` (different body) or :class:`IdempotencyKeyInFlight`.
+    >>> keys = KeysInFlight()
+    >>> with keys.hold("k1"):
+    ...     "k1" in keys
+    True
     """
-    with store.write() as tx:
-        row = tx.idempotency_key(key)
-        if row is not None:
-            expired = row["created_at"] < now - settings.idempotency_retention_s
-            crashed = (
-                row["state"] == "in_flight"
-                and row["created_at"] < now - settings.idempotency_stale_s
-            )
-            if expired or crashed:
-                tx.delete_idempotency_key(key=key)
-            elif row["request_hash"] != body_hash:
-                raise IdempotencyKeyReuse(
-                    f"Idempotency-Key {key!r} was first used with a different request body;"
-                    " use a new key for a new order"
-                )
-            elif row["state"] == "in_flight":
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Mark ``key`` in flight for the block; :class:`IdempotencyKeyInFlight` if it is."""
+        with self._lock:
+            if key in self._keys:
                 raise IdempotencyKeyInFlight(
                     f"the first request with Idempotency-Key {key!r} is still being processed;"
                     " retry shortly"
                 )
-            else:
-                return IntakeAnswer(
-                    status=int(row["response_status"]),
-                    media_type=str(row["response_media_type"]),
-                    body=bytes(row["response_body"]),
-                    outcome="replayed",
-                )
-        tx.claim_idempotency_key(key=key, request_hash=body_hash, created_at=now)
-    return None
+            self._keys.add(key)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._keys.discard(key)
+
+
+def stored_answer(
+    reader: Reader, *, key: str, body_hash: str, now: float, settings: Settings
+) -> IntakeAnswer | None:
+    """The answer stored under ``key`` to replay, or None when the key is new (or expired).
+
+    Raises :class:`IdempotencyKeyReuse` when the key was first used with a different body.
+    """
+    row = reader.idempotency_key(key)
+    if row is None or row["created_at"] < now - settings.idempotency_retention_s:
+        return None
+    if row["request_hash"] != body_hash:
+        raise IdempotencyKeyReuse(
+            f"Idempotency-Key {key!r} was first used with a different request body;"
+            " use a new key for a new order"
+        )
+    if row["state"] != "done":
+        # A claim left by an older version of the control plane; it never committed an order.
+        return None
+    return IntakeAnswer(
+        status=int(row["response_status"]),
+        media_type=str(row["response_media_type"]),
+        body=bytes(row["response_body"]),
+        outcome="replayed",
+    )
 
 
 def submit_order(
@@ -110,29 +138,36 @@ def submit_order(
     now: float,
     actor: str,
     settings: Settings,
+    in_flight: KeysInFlight,
 ) -> IntakeAnswer:
-    """Accept, reject or replay one order request."""
-    replay = claim_key(store, key=key, body_hash=body_hash, now=now, settings=settings)
-    if replay is not None:
-        return replay
-    try:
+    """Accept, reject or replay one order request (see the module docstring)."""
+    with in_flight.hold(key):
+        with store.read() as reader:
+            replay = stored_answer(reader, key=key, body_hash=body_hash, now=now, settings=settings)
+        if replay is not None:
+            return replay
         with store.write() as tx:
+            # Checked again under the write lock: another process may have answered meanwhile.
+            replay = stored_answer(tx, key=key, body_hash=body_hash, now=now, settings=settings)
+            if replay is not None:
+                return replay
+            tx.delete_idempotency_key(key=key)  # an expired answer or an old claim
             answer = _plan_and_record(tx, order, key=key, now=now, actor=actor)
-            tx.complete_idempotency_key(
+            tx.insert_idempotency_answer(
                 key=key,
+                request_hash=body_hash,
                 response_status=answer.status,
                 response_media_type=answer.media_type,
                 response_body=answer.body,
-                completed_at=now,
+                created_at=now,
             )
-            tx.purge_idempotency_keys(created_before=now - settings.idempotency_retention_s)
-    except BaseException:
-        # Nothing was committed: free the key so the client's retry can do the work. If even
-        # that fails, the claim goes stale and is reclaimed after ``idempotency_stale_s``.
-        with contextlib.suppress(StoreError), store.write() as tx:
-            tx.delete_idempotency_key(key=key)
-        raise
-    return answer
+        return answer
+
+
+def purge_expired_keys(store: Store, *, now: float, settings: Settings) -> int:
+    """Forget answers older than the retention; returns how many were removed."""
+    with store.write() as tx:
+        return tx.purge_idempotency_keys(created_before=now - settings.idempotency_retention_s)
 
 
 def _kitchen_loads(reader: Reader) -> list[KitchenLoad]:
@@ -271,45 +306,3 @@ def _record_plan(
                 "predicted_ready_at": task.predicted_ready_at,
             },
         )
-
-
-def task_view(row: sqlite3.Row) -> dict[str, Any]:
-    """One prep task as the operators' API shows it."""
-    return {
-        "id": row["id"],
-        "sku_id": row["sku_id"],
-        "quantity": row["quantity"],
-        "state": row["state"],
-        "kitchen_id": row["kitchen_id"],
-        "station_id": row["station_id"],
-        "start_after": iso(row["start_after"]),
-        "finish_by": iso(row["finish_by"]),
-        "predicted_ready_at": iso(row["predicted_ready_at"]),
-        "fencing_token": row["fencing_token"],
-        "start_by": iso(row["start_by"]),
-        "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
-    }
-
-
-def order_view(reader: Reader, row: sqlite3.Row) -> dict[str, Any]:
-    """One order as the operators' API shows it."""
-    order_id = str(row["id"])
-    return {
-        "id": order_id,
-        "status": row["status"],
-        "reason": row["reason"],
-        "kitchen_id": row["kitchen_id"],
-        "predicted_ready_at": iso(row["predicted_ready_at"]),
-        "promised_by": iso(row["promised_by"]),
-        "destination": row["destination"],
-        "transport_min": row["transport_min"],
-        "priority": row["priority"],
-        "created_at": iso(row["created_at"]),
-        "ready_at": iso(row["ready_at"]),
-        "items": [
-            {"sku_id": item["sku_id"], "quantity": item["quantity"]}
-            for item in reader.order_items(order_id)
-        ],
-        "tasks": [task_view(task) for task in reader.tasks_of_order(order_id)],
-    }

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 from control_plane import audit
 from control_plane.auth import AgentIdentity
 from control_plane.config import Settings
-from control_plane.store import Writer
+from control_plane.errors import NotFound, StateConflict, Unprocessable
+from control_plane.fleet import task_is_stranded
+from control_plane.orders import task_view_at
+from control_plane.store import Store, Writer
 from protocol.messages import DeviceKind
-from protocol.sync_api import Lease, LeaseRenewal, RecipeStep
+from protocol.sync_api import Cancellation, Lease, LeaseRenewal, RecipeStep
 
 
 def start_by_for(*, start_after: float, now: float, grace_s: float) -> float:
@@ -48,30 +52,55 @@ def recipe_steps(recipe_steps_json: str) -> list[RecipeStep]:
     return steps
 
 
-def renew(tx: Writer, agent: AgentIdentity, renewals: list[LeaseRenewal]) -> list[str]:
-    """Keep the leases the agent still holds; return the task ids it no longer holds."""
-    lost = []
+def renew(
+    tx: Writer, agent: AgentIdentity, renewals: list[LeaseRenewal]
+) -> tuple[list[str], list[Cancellation]]:
+    """Keep the leases the agent still holds.
+
+    Returns the task ids it no longer holds (re-planned, reassigned: ``lost_leases``) and the
+    cancellations of leases it holds on tasks whose order was cancelled; the agent drops those
+    it has not started and reports what it cooked anyway (recorded as waste).
+    """
+    lost: list[str] = []
+    cancelled: list[Cancellation] = []
     for renewal in renewals:
         task = tx.task(renewal.task_id)
-        holds = (
+        same_lease = (
             task is not None
             and task["lease_agent_id"] == agent.agent_id
             and task["fencing_token"] == renewal.fencing_token
-            # A task this agent finished (maybe in this very batch) is not a lost lease.
-            and task["state"] in ("leased", "started", "done", "failed")
         )
-        if not holds:
+        if task is not None and same_lease and task["state"] == "cancelled":
+            cancelled.append(
+                Cancellation(
+                    task_id=renewal.task_id,
+                    fencing_token=renewal.fencing_token,
+                    reason=str(task["cancel_reason"] or "cancelled"),
+                )
+            )
+        # A task this agent finished (maybe in this very batch) is not a lost lease.
+        elif not same_lease or task is None or task["state"] == "planned":
             lost.append(renewal.task_id)
-    return lost
+    return lost, cancelled
 
 
 def redeliver_or_reclaim(
-    tx: Writer, agent: AgentIdentity, *, renewed: set[str], want: int, now: float
+    tx: Writer,
+    agent: AgentIdentity,
+    *,
+    renewed: set[str],
+    want: int,
+    now: float,
+    caught_up: bool = True,
 ) -> list[Lease]:
     """Deal with leases this agent holds on the server but did not renew (so does not know of,
     e.g. the answer that carried them was lost): before ``start_by`` they are sent again, same
     fencing token (up to ``want``); after it, the agent is reachable and reported no start, so
-    the task cannot have started and goes back to ``planned`` (SPEC guarantee 3)."""
+    the task cannot have started and goes back to ``planned`` (SPEC guarantee 3).
+
+    ``caught_up`` says the agent's outbox is drained (no gap, nothing left behind this batch):
+    only then does "reported no start" mean it did not start, so only then is a task reclaimed.
+    """
     redelivered: list[Lease] = []
     for task in tx.tasks_leased_to(agent.agent_id):
         if task["id"] in renewed:
@@ -79,6 +108,8 @@ def redeliver_or_reclaim(
         if task["start_by"] > now:
             if len(redelivered) < want:
                 redelivered.append(_lease_message(tx, task, now=now))
+            continue
+        if not caught_up:
             continue
         tx.release_task(task_id=task["id"], at=now)
         for order_id in tx.order_ids_of_task(task["id"]):
@@ -173,3 +204,84 @@ def _lease_message(tx: Writer, task: sqlite3.Row, *, now: float) -> Lease:
         start_by=task["start_by"],
         start_within_s=max(0.0, task["start_by"] - now),
     )
+
+
+#: Task states an operator may move to another kitchen (or back to the queue).
+REASSIGNABLE = ("planned", "leased", "started")
+
+
+def reassign(
+    store: Store,
+    task_id: str,
+    *,
+    kitchen_id: str | None,
+    reason: str,
+    now: float,
+    actor: str,
+    unreachable_after_s: float,
+) -> dict[str, Any]:
+    """An operator's decision to move a task, typically one stranded on an unreachable kitchen.
+
+    The task goes back to ``planned`` (at ``kitchen_id``, by default where it is) under a new
+    fencing token, so whatever the old lease holder reports later is a conflict, never applied.
+    If the old holder may have started it, the audit record says ``possible_duplicate``.
+    """
+    with store.write() as tx:
+        task = tx.task(task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r}")
+        if task["state"] not in REASSIGNABLE:
+            raise StateConflict(
+                f"task {task_id} is {task['state']}; only {', '.join(REASSIGNABLE)} tasks can be"
+                " reassigned",
+                reason="task_not_reassignable",
+            )
+        target = kitchen_id or str(task["kitchen_id"])
+        if tx.kitchen(target) is None:
+            raise Unprocessable(f"no kitchen {target!r}", reason="kitchen_unknown")
+        if tx.station(target, str(task["station_id"])) is None:
+            raise Unprocessable(
+                f"kitchen {target!r} has no station {task['station_id']!r} for this task",
+                reason="station_missing",
+            )
+        was_stranded = task_is_stranded(tx, task, now=now, unreachable_after_s=unreachable_after_s)
+        fencing_token = int(task["fencing_token"]) + 1
+        tx.reassign_task(task_id=task_id, kitchen_id=target, fencing_token=fencing_token, at=now)
+        for order_id in tx.order_ids_of_task(task_id):
+            order = tx.order(order_id)
+            if order is not None and order["kitchen_id"] != target:
+                tx.set_order_kitchen(order_id=order_id, kitchen_id=target, at=now)
+            if (
+                order is not None
+                and order["status"] == "in_prep"
+                and not any(t["state"] == "started" for t in tx.tasks_of_order(order_id))
+            ):
+                tx.set_order_status(order_id=order_id, status="planned", at=now)
+            audit.append(
+                tx,
+                at=now,
+                actor_type="operator",
+                actor_id=actor,
+                action="task.reassigned",
+                subject_type="task",
+                subject_id=task_id,
+                order_id=order_id,
+                kitchen_id=target,
+                station_id=task["station_id"],
+                reason=reason,
+                details={
+                    "from_kitchen_id": task["kitchen_id"],
+                    "to_kitchen_id": target,
+                    "previous_state": task["state"],
+                    "previous_agent_id": task["lease_agent_id"],
+                    "previous_fencing_token": task["fencing_token"],
+                    "fencing_token": fencing_token,
+                    "stranded": was_stranded,
+                    # The old holder may have started (or may still start) it: if it reports
+                    # cooking it, that batch is a duplicate, recorded as a conflict.
+                    "possible_duplicate": task["state"] in ("leased", "started"),
+                },
+            )
+        moved = tx.task(task_id)
+        assert moved is not None
+        return task_view_at(tx, moved, now=now, unreachable_after_s=unreachable_after_s)

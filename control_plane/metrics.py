@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -62,5 +62,54 @@ class Metrics:
         self.leases_lost = Counter(
             "brigade_leases_lost_total",
             "Renewals for leases the agent no longer holds",
+            registry=self.registry,
+        )
+        self.lease_cancellations = Counter(
+            "brigade_lease_cancellations_total",
+            "Cancellations sent to lease holders (order cancelled)",
+            registry=self.registry,
+        )
+        self.tasks_reassigned = Counter(
+            "brigade_tasks_reassigned_total",
+            "Tasks moved by an operator, by whether the old holder may have started them",
+            ["possible_duplicate"],
+            registry=self.registry,
+        )
+        self.orders_cancelled = Counter(
+            "brigade_orders_cancelled_total",
+            "Orders cancelled by operators",
+            registry=self.registry,
+        )
+        self.wasted_tasks = Counter(
+            "brigade_wasted_tasks_total",
+            "Batches cooked for cancelled orders, by when the waste was found",
+            ["when"],
+            registry=self.registry,
+        )
+        self.reconnects = Counter(
+            "brigade_agent_reconnects_total",
+            "Agents that came back after a partition and drained their outbox",
+            registry=self.registry,
+        )
+        self.reconnect_events = Counter(
+            "brigade_reconnect_events_total",
+            "Events of finished reconnects by result (applied, duplicate, conflict)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconnect_offline_seconds = Histogram(
+            "brigade_reconnect_offline_seconds",
+            "How long agents were away before a reconnect",
+            registry=self.registry,
+            buckets=(60, 300, 900, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600),
+        )
+        self.alerts_acknowledged = Counter(
+            "brigade_alerts_acknowledged_total",
+            "Alerts acknowledged with a corrective action",
+            registry=self.registry,
+        )
+        self.stranded_tasks = Gauge(
+            "brigade_stranded_tasks",
+            "Tasks held by unreachable agents (computed at each scrape)",
             registry=self.registry,
         )

@@ -104,4 +104,27 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
         """,
     ),
+    (
+        # Operators' API: cancellation and reassignment of tasks, alert acknowledgement,
+        # clock-offset estimation and per-reconnect reconciliation summaries.
+        "0003_operations",
+        """
+        ALTER TABLE prep_tasks ADD COLUMN cancel_reason TEXT;
+        ALTER TABLE prep_tasks ADD COLUMN reassigned_at REAL;
+        ALTER TABLE prep_tasks ADD COLUMN wasted_quantity INTEGER;
+        CREATE INDEX tasks_by_lease_agent ON prep_tasks (lease_agent_id, state);
+        CREATE INDEX tasks_by_state ON prep_tasks (state, kitchen_id);
+        ALTER TABLE alerts ADD COLUMN acknowledged_at REAL;
+        ALTER TABLE alerts ADD COLUMN acknowledged_by TEXT;
+        ALTER TABLE alerts ADD COLUMN corrective_action TEXT;
+        CREATE INDEX alerts_by_kitchen ON alerts (kitchen_id, raised_at);
+        ALTER TABLE agents ADD COLUMN clock_offset_measured_at REAL;
+        ALTER TABLE agents ADD COLUMN clock_samples INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE agents ADD COLUMN reconnect_json TEXT;
+        ALTER TABLE agents ADD COLUMN revoked_at REAL;
+        CREATE INDEX agents_by_kitchen ON agents (kitchen_id);
+        CREATE INDEX audit_by_subject ON audit (subject_type, subject_id, seq);
+        CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+        """,
+    ),
 )

@@ -76,8 +76,12 @@ def error_problem(exc: BrigadeError) -> dict[str, Any]:
 
 def _brigade_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BrigadeError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return problem_response(error_problem(exc), headers=headers)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return problem_response(error_problem(exc), headers=headers or None)
 
 
 def _validation_error(_request: Request, exc: Exception) -> Response:
@@ -113,6 +117,59 @@ def _unexpected_error(_request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     body = problem_body(500, "internal-error", "Internal error", "an unexpected error occurred")
     return problem_response(body)
+
+
+_DESCRIPTIONS = {
+    400: "Bad request (problem+json)",
+    401: "No credential, or an unknown one (problem+json)",
+    403: "The credential may not do this (problem+json)",
+    404: "No such resource (problem+json)",
+    409: "Conflict with the resource's current state (problem+json)",
+    413: "Request body larger than the configured bound (problem+json)",
+    422: "Validation failed or request refused (problem+json)",
+    500: "Unexpected failure (problem+json)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route for the problem answers it may give."""
+    from control_plane.views import Problem
+
+    return {
+        status: {
+            "description": _DESCRIPTIONS[status],
+            "model": Problem,
+        }
+        for status in statuses
+    }
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make the generated OpenAPI say what the server really answers.
+
+    FastAPI documents validation errors as ``application/json`` ``HTTPValidationError``; ours
+    are problem+json. Every operation may also answer 413 (body bound, when it has a body) and
+    500, which the middleware and the catch-all handler produce.
+    """
+    problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for status, response in list(responses.items()):
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = problem
+            if "422" in responses:
+                responses["422"]["description"] = _DESCRIPTIONS[422]
+            if "requestBody" in operation or "parameters" in operation:
+                responses.setdefault("422", {"description": _DESCRIPTIONS[422]})
+                responses["422"]["content"] = problem
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": _DESCRIPTIONS[413], "content": problem})
+            responses.setdefault("500", {"description": _DESCRIPTIONS[500], "content": problem})
+    components = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -60,6 +60,23 @@ class Reader:
             OPEN_TASK_STATES,
         )
 
+    def station_in_use(self, kitchen_id: str, station_id: str) -> tuple[int, int]:
+        """Open tasks and equipment at a station (a station in use cannot be deleted)."""
+        marks = ",".join("?" * len(OPEN_TASK_STATES))
+        tasks = self._one(
+            "SELECT COUNT(*) AS n FROM prep_tasks WHERE kitchen_id = ? AND station_id = ?"
+            f" AND state IN ({marks})",
+            (kitchen_id, station_id, *OPEN_TASK_STATES),
+        )
+        equipment = self._one(
+            "SELECT COUNT(*) AS n FROM equipment WHERE kitchen_id = ? AND station_id = ?",
+            (kitchen_id, station_id),
+        )
+        return (
+            0 if tasks is None else int(tasks["n"]),
+            0 if equipment is None else int(equipment["n"]),
+        )
+
     # skus
     def sku(self, sku_id: str) -> sqlite3.Row | None:
         return self._one("SELECT * FROM skus WHERE id = ?", (sku_id,))
@@ -74,13 +91,14 @@ class Reader:
     def orders(
         self, *, status: str | None, kitchen_id: str | None, limit: int, after_position: int
     ) -> list[sqlite3.Row]:
-        clauses, params = ["rowid > ?"], [after_position]
+        clauses: list[str] = ["rowid > ?"]
+        params: list[object] = [after_position]
         if status is not None:
             clauses.append("status = ?")
-            params.append(status)  # type: ignore[arg-type]
+            params.append(status)
         if kitchen_id is not None:
             clauses.append("kitchen_id = ?")
-            params.append(kitchen_id)  # type: ignore[arg-type]
+            params.append(kitchen_id)
         return self._all(
             f"SELECT rowid AS position, * FROM orders WHERE {' AND '.join(clauses)}"
             " ORDER BY rowid LIMIT ?",
@@ -105,6 +123,39 @@ class Reader:
             "SELECT order_id FROM task_orders WHERE task_id = ? ORDER BY order_id", (task_id,)
         )
         return [str(row["order_id"]) for row in rows]
+
+    def tasks(
+        self,
+        *,
+        kitchen_id: str | None,
+        state: str | None,
+        order_id: str | None,
+        open_leases_of_agents: Sequence[str] | None,
+        limit: int,
+        after_position: int,
+    ) -> list[sqlite3.Row]:
+        """Prep tasks in creation order, filtered; ``open_leases_of_agents`` keeps only leased or
+        started tasks held by those agents."""
+        clauses: list[str] = ["t.rowid > ?"]
+        params: list[object] = [after_position]
+        if kitchen_id is not None:
+            clauses.append("t.kitchen_id = ?")
+            params.append(kitchen_id)
+        if state is not None:
+            clauses.append("t.state = ?")
+            params.append(state)
+        if order_id is not None:
+            clauses.append("t.id IN (SELECT task_id FROM task_orders WHERE order_id = ?)")
+            params.append(order_id)
+        if open_leases_of_agents is not None:
+            marks = ",".join("?" * len(open_leases_of_agents)) or "NULL"
+            clauses.append(f"t.state IN ('leased', 'started') AND t.lease_agent_id IN ({marks})")
+            params.extend(open_leases_of_agents)
+        return self._all(
+            f"SELECT t.rowid AS position, t.* FROM prep_tasks t WHERE {' AND '.join(clauses)}"
+            " ORDER BY t.rowid LIMIT ?",
+            [*params, limit],
+        )
 
     def tasks_leased_to(self, agent_id: str) -> list[sqlite3.Row]:
         """Tasks in state ``leased`` (not yet started) whose lease this agent holds."""
@@ -144,6 +195,51 @@ class Reader:
     def agent_by_credential(self, credential_hash: str) -> sqlite3.Row | None:
         return self._one("SELECT * FROM agents WHERE credential_hash = ?", (credential_hash,))
 
+    def agents(self, *, kitchen_id: str | None = None) -> list[sqlite3.Row]:
+        if kitchen_id is None:
+            return self._all("SELECT * FROM agents ORDER BY kitchen_id, enrolled_at, id")
+        return self._all(
+            "SELECT * FROM agents WHERE kitchen_id = ? ORDER BY enrolled_at, id", (kitchen_id,)
+        )
+
+    def enrollment_tokens(self, *, kitchen_id: str | None) -> list[sqlite3.Row]:
+        if kitchen_id is None:
+            return self._all("SELECT * FROM enrollment_tokens ORDER BY created_at, token_hash")
+        return self._all(
+            "SELECT * FROM enrollment_tokens WHERE kitchen_id = ? ORDER BY created_at, token_hash",
+            (kitchen_id,),
+        )
+
+    # alerts
+    def alert(self, agent_id: str, alert_id: str) -> sqlite3.Row | None:
+        return self._one(
+            "SELECT rowid AS position, * FROM alerts WHERE agent_id = ? AND alert_id = ?",
+            (agent_id, alert_id),
+        )
+
+    def alerts(
+        self,
+        *,
+        kitchen_id: str | None,
+        acknowledged: bool | None,
+        limit: int,
+        after_position: int,
+    ) -> list[sqlite3.Row]:
+        clauses: list[str] = ["rowid > ?"]
+        params: list[object] = [after_position]
+        if kitchen_id is not None:
+            clauses.append("kitchen_id = ?")
+            params.append(kitchen_id)
+        if acknowledged is not None:
+            clauses.append(
+                "acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL"
+            )
+        return self._all(
+            f"SELECT rowid AS position, * FROM alerts WHERE {' AND '.join(clauses)}"
+            " ORDER BY rowid LIMIT ?",
+            [*params, limit],
+        )
+
     # audit
     def last_audit(self) -> sqlite3.Row | None:
         return self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
@@ -151,6 +247,34 @@ class Reader:
     def audit_rows(self, *, after_seq: int = 0, limit: int = 10_000) -> list[sqlite3.Row]:
         return self._all(
             "SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+
+    def audit_page(
+        self,
+        *,
+        after_seq: int,
+        limit: int,
+        order_id: str | None = None,
+        kitchen_id: str | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        action: str | None = None,
+    ) -> list[sqlite3.Row]:
+        clauses: list[str] = ["seq > ?"]
+        params: list[object] = [after_seq]
+        for column, value in (
+            ("order_id", order_id),
+            ("kitchen_id", kitchen_id),
+            ("subject_type", subject_type),
+            ("subject_id", subject_id),
+            ("action", action),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return self._all(
+            f"SELECT * FROM audit WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+            [*params, limit],
         )
 
     def audit_of_order(self, order_id: str) -> list[sqlite3.Row]:

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from control_plane import audit, leases
@@ -71,11 +71,129 @@ def plan_batch(last_acked_seq: int, seqs: Iterable[int]) -> BatchPlan:
 
 
 def estimate_clock_offset(*, sent_at: float, received_at: float) -> float:
-    """Seconds to add to the agent's wall clock to land on the server's timeline.
-
-    It includes the one-way network delay, which is small next to the skews it corrects.
-    """
+    """One sample of the offset: seconds to add to the agent's wall clock to land on the
+    server's timeline, plus the request's one-way delay (which is never negative)."""
     return received_at - sent_at
+
+
+@dataclass(frozen=True)
+class ClockEstimate:
+    """The smoothed clock offset of one agent and when its best sample was taken."""
+
+    offset_s: float
+    measured_at: float
+    samples: int
+
+
+def update_clock_estimate(
+    previous: ClockEstimate | None,
+    *,
+    sent_at: float,
+    received_at: float,
+    drift_ppm: float,
+    step_s: float,
+) -> ClockEstimate:
+    """Fold one sync's sample into the estimate with a minimum-delay filter.
+
+    Every sample is ``true_offset + one_way_delay`` with a delay >= 0, so the smallest recent
+    sample is the best estimate; a delayed request (a slow network, a queue on the server) only
+    ever makes a sample larger. The kept minimum is allowed to loosen by ``drift_ppm`` per
+    second of age, so a slowly drifting clock is followed; a sample more than ``step_s`` above
+    it means the agent's clock was set back, and restarts the estimate.
+
+    >>> first = update_clock_estimate(None, sent_at=1030.0, received_at=1000.2,
+    ...                               drift_ppm=200, step_s=5)
+    >>> round(first.offset_s, 3)
+    -29.8
+    >>> delayed = update_clock_estimate(first, sent_at=1040.0, received_at=1011.0,
+    ...                                 drift_ppm=200, step_s=5)
+    >>> round(delayed.offset_s, 3)
+    -29.8
+    """
+    sample = estimate_clock_offset(sent_at=sent_at, received_at=received_at)
+    if previous is None:
+        return ClockEstimate(sample, received_at, 1)
+    age_s = max(0.0, received_at - previous.measured_at)
+    bound = previous.offset_s + age_s * drift_ppm * 1e-6
+    samples = previous.samples + 1
+    if sample <= bound or sample - previous.offset_s > step_s:
+        return ClockEstimate(sample, received_at, samples)
+    return ClockEstimate(previous.offset_s, previous.measured_at, samples)
+
+
+def server_time_of(occurred_at: float, *, offset_s: float, received_at: float) -> float:
+    """An agent timestamp on the server's timeline; nothing happened after we received it."""
+    return min(occurred_at + offset_s, received_at)
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """What one reconnect after a partition took: from the first sync after an absence until
+    the agent's outbox was drained."""
+
+    started_at: float
+    offline_s: float
+    finished_at: float | None
+    syncs: int
+    events_applied: int
+    duplicates_ignored: int
+    conflicts: int
+    resend_requests: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Reconnect | None:
+        return None if not text else cls(**json.loads(text))
+
+
+def track_reconnect(
+    previous: Reconnect | None,
+    *,
+    last_seen_at: float | None,
+    now: float,
+    unreachable_after_s: float,
+    applied: int,
+    duplicates: int,
+    conflicts: int,
+    gap: bool,
+    caught_up: bool,
+) -> tuple[Reconnect | None, bool]:
+    """Fold one sync into the current reconnect; returns it and whether it finished now.
+
+    A reconnect starts with the first sync after more than ``unreachable_after_s`` of silence
+    and finishes with the first sync that leaves nothing behind (``caught_up``).
+
+    >>> r, done = track_reconnect(None, last_seen_at=0.0, now=600.0, unreachable_after_s=120,
+    ...                           applied=500, duplicates=3, conflicts=0, gap=True,
+    ...                           caught_up=False)
+    >>> (r.offline_s, r.events_applied, r.resend_requests, done)
+    (600.0, 500, 1, False)
+    """
+    counts = {
+        "events_applied": applied,
+        "duplicates_ignored": duplicates,
+        "conflicts": conflicts,
+        "resend_requests": int(gap),
+    }
+    if previous is not None and previous.finished_at is None:
+        current = Reconnect(
+            started_at=previous.started_at,
+            offline_s=previous.offline_s,
+            finished_at=None,
+            syncs=previous.syncs + 1,
+            **{key: getattr(previous, key) + value for key, value in counts.items()},
+        )
+    elif last_seen_at is not None and now - last_seen_at > unreachable_after_s:
+        current = Reconnect(
+            started_at=now, offline_s=now - last_seen_at, finished_at=None, syncs=1, **counts
+        )
+    else:
+        return previous, False
+    if caught_up:
+        return replace(current, finished_at=now), True
+    return current, False
 
 
 @dataclass
@@ -87,8 +205,11 @@ class SyncStats:
     gap: bool = False
     conflicts: Counter[str] = field(default_factory=Counter)
     invalid: int = 0
+    wasted_tasks: int = 0
     leases_granted: int = 0
     leases_lost: int = 0
+    cancellations: int = 0
+    reconnect: Reconnect | None = None  # set when a reconnect finished with this sync
 
 
 def sync(
@@ -107,16 +228,24 @@ def sync(
                 f" this credential is agent {agent.agent_id} of kitchen {agent.kitchen_id}"
             )
     stats = SyncStats()
-    offset = estimate_clock_offset(sent_at=request.heartbeat.sent_at, received_at=now)
     with store.write() as tx:
         row = tx.agent(agent.agent_id)
         assert row is not None
-        tx.record_heartbeat(
-            agent_id=agent.agent_id,
-            last_seen_at=now,
-            clock_offset_s=offset,
-            agent_version=request.heartbeat.agent_version,
-            outbox_depth=request.heartbeat.outbox_depth,
+        previous_clock = (
+            None
+            if row["clock_offset_measured_at"] is None
+            else ClockEstimate(
+                float(row["clock_offset_s"]),
+                float(row["clock_offset_measured_at"]),
+                int(row["clock_samples"]),
+            )
+        )
+        clock = update_clock_estimate(
+            previous_clock,
+            sent_at=request.heartbeat.sent_at,
+            received_at=now,
+            drift_ppm=settings.clock_drift_ppm,
+            step_s=settings.clock_step_s,
         )
         batch = plan_batch(int(row["last_acked_seq"]), (e.seq for e in request.events))
         stats.duplicates, stats.gap = batch.duplicates, batch.resend_from is not None
@@ -124,22 +253,62 @@ def sync(
         for event in request.events:
             by_seq.setdefault(event.seq, event)
         for seq in batch.apply:
-            _apply(tx, agent, by_seq[seq], offset=offset, now=now, stats=stats)
+            _apply(tx, agent, by_seq[seq], offset=clock.offset_s, now=now, stats=stats)
         tx.set_agent_acked_seq(agent_id=agent.agent_id, last_acked_seq=batch.acked_seq)
-        lost = leases.renew(tx, agent, list(request.renewals))
+        # Nothing of the agent's outbox is left behind this batch: what it did not report,
+        # it did not do.
+        caught_up = not stats.gap and request.heartbeat.outbox_depth <= len(request.events)
+        lost, cancellations = leases.renew(tx, agent, list(request.renewals))
         renewed = {r.task_id for r in request.renewals}
         granted = leases.redeliver_or_reclaim(
-            tx, agent, renewed=renewed, want=request.want_leases, now=now
+            tx, agent, renewed=renewed, want=request.want_leases, now=now, caught_up=caught_up
         )
         granted += leases.grant(
             tx, agent, want=request.want_leases - len(granted), now=now, settings=settings
         )
+        reconnect, finished = track_reconnect(
+            Reconnect.from_json(row["reconnect_json"]),
+            last_seen_at=row["last_seen_at"],
+            now=now,
+            unreachable_after_s=settings.agent_unreachable_after_s,
+            applied=len(batch.apply),
+            duplicates=batch.duplicates,
+            conflicts=sum(stats.conflicts.values()),
+            gap=stats.gap,
+            caught_up=caught_up,
+        )
+        if finished:
+            assert reconnect is not None
+            stats.reconnect = reconnect
+            audit.append(
+                tx,
+                at=now,
+                actor_type="system",
+                actor_id="reconcile",
+                action="agent.reconnected",
+                subject_type="agent",
+                subject_id=agent.agent_id,
+                kitchen_id=agent.kitchen_id,
+                details=asdict(reconnect) | {"clock_offset_s": clock.offset_s},
+            )
+        tx.record_heartbeat(
+            agent_id=agent.agent_id,
+            last_seen_at=now,
+            clock_offset_s=clock.offset_s,
+            clock_offset_measured_at=clock.measured_at,
+            clock_samples=clock.samples,
+            agent_version=request.heartbeat.agent_version,
+            outbox_depth=request.heartbeat.outbox_depth,
+            reconnect_json=None if reconnect is None else reconnect.to_json(),
+        )
     stats.leases_granted, stats.leases_lost = len(granted), len(lost)
+    stats.cancellations = len(cancellations)
     response = SyncResponse(
         acked_seq=batch.acked_seq,
         resend_from=batch.resend_from,
         server_time=now,
         leases=granted,
+        cancellations=cancellations,
         lost_leases=lost,
         config={
             "lease_horizon_s": settings.lease_horizon_s,
@@ -204,7 +373,8 @@ def _apply(
     now: float,
     stats: SyncStats,
 ) -> None:
-    ctx = _Context(tx, agent, event, at=event.occurred_at + offset, now=now, stats=stats)
+    at = server_time_of(event.occurred_at, offset_s=offset, received_at=now)
+    ctx = _Context(tx, agent, event, at=at, now=now, stats=stats)
     try:
         payload = parse_event_payload(event)
     except MessageError as exc:
@@ -217,7 +387,8 @@ def _apply(
             details={"type": event.type, "error": str(exc)},
         )
     else:
-        outcome = _APPLIERS[event.type](ctx, payload)
+        applier = _APPLIERS.get(event.type, _stored_only)
+        outcome = applier(ctx, payload)
         if outcome == "applied":
             stats.applied[event.type] += 1
     tx.insert_event(
@@ -239,7 +410,9 @@ def _fenced_task(ctx: _Context, task_id: str, fencing_token: int) -> sqlite3.Row
     if task is None:
         reason = "task_unknown"
     elif task["lease_agent_id"] != ctx.agent.agent_id or task["fencing_token"] != fencing_token:
-        reason = "stale_fencing_token"
+        # After an operator moved the task, a report under the old lease is a second batch.
+        moved = task["reassigned_at"] is not None and fencing_token < task["fencing_token"]
+        reason = "duplicate_after_reassignment" if moved else "stale_fencing_token"
     else:
         return task
     ctx.stats.conflicts[reason] += 1
@@ -274,6 +447,10 @@ def _task_started(ctx: _Context, payload: Any) -> str:
     task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
     if task is None:
         return "conflict"
+    if task["state"] == "cancelled":
+        # The kitchen started it before it heard of the cancellation: a fact, and a conflict.
+        ctx.tx.set_task_started_at(task_id=task["id"], started_at=ctx.at, at=ctx.now)
+        return _state_conflict(ctx, task, "started_after_cancel")
     if task["state"] != "leased":
         return (
             "ignored"
@@ -314,6 +491,8 @@ def _task_done(ctx: _Context, payload: Any) -> str:
     task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
     if task is None:
         return "conflict"
+    if task["state"] == "cancelled":
+        return _wasted(ctx, task, payload.quantity)
     if task["state"] not in ("leased", "started"):
         return (
             "ignored" if task["state"] == "done" else _state_conflict(ctx, task, "task_not_running")
@@ -340,11 +519,29 @@ def _task_done(ctx: _Context, payload: Any) -> str:
     return "applied"
 
 
+def _wasted(ctx: _Context, task: sqlite3.Row, quantity: int) -> str:
+    """A cancelled task the kitchen cooked anyway (it was offline, or had started)."""
+    if task["wasted_quantity"] is not None:
+        return "ignored"
+    ctx.tx.set_task_wasted(task_id=task["id"], quantity=quantity, finished_at=ctx.at, at=ctx.now)
+    ctx.stats.wasted_tasks += 1
+    ctx.record(
+        "task.wasted",
+        task=task,
+        reason=str(task["cancel_reason"] or "cancelled"),
+        details={"quantity": quantity, "sku_id": task["sku_id"]},
+    )
+    return "wasted"
+
+
 def _task_failed(ctx: _Context, payload: Any) -> str:
     assert isinstance(payload, TaskFailed)
     task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
     if task is None:
         return "conflict"
+    if task["state"] == "cancelled":
+        ctx.record("task.failed", task=task, reason=payload.reason, details={"cancelled": True})
+        return "applied"
     if task["state"] not in ("leased", "started"):
         return (
             "ignored"
@@ -426,6 +623,12 @@ def _alert_raised(ctx: _Context, payload: Any) -> str:
         },
     )
     return "applied"
+
+
+def _stored_only(_ctx: _Context, _payload: Any) -> str:
+    """Routine telemetry (``readings.summary``) and types this version parses but does not act
+    on: kept in the event log, not audited one by one."""
+    return "stored"
 
 
 _APPLIERS: dict[str, Callable[[_Context, Any], str]] = {

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from protocol.messages import DeviceKind
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Token = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.-]{1,64}$")]
 Priority = Literal["low", "normal", "high"]
 Role = Literal["viewer", "operator", "admin"]
 
@@ -34,6 +35,11 @@ class KitchenCreate(_Request):
     stations: list[StationIn] = Field(min_length=1, max_length=64)
 
 
+class StationUpdate(_Request):
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    slots: int | None = Field(default=None, ge=1, le=64)
+
+
 class KitchenStatusUpdate(_Request):
     status: Literal["active", "paused", "offline"]
 
@@ -42,6 +48,11 @@ class EquipmentCreate(_Request):
     id: Ident
     kind: DeviceKind
     station_id: Ident | None = None
+
+
+class EquipmentUpdate(_Request):
+    #: The station it now stands at; ``null`` detaches it.
+    station_id: Ident | None
 
 
 class StepIn(_Request):
@@ -58,6 +69,16 @@ class SkuCreate(_Request):
     id: Ident
     name: str = Field(min_length=1, max_length=128)
     station_id: Ident
+    steps: list[StepIn] = Field(min_length=1, max_length=32)
+    freshness_window_min: float = Field(gt=0, le=7 * 24 * 60)
+    priority: Priority = "normal"
+    hold: Literal["hot", "cold", "ambient"] = "hot"
+
+
+class SkuUpdate(_Request):
+    """Everything of a SKU but its id and station (a new station is a new SKU)."""
+
+    name: str = Field(min_length=1, max_length=128)
     steps: list[StepIn] = Field(min_length=1, max_length=32)
     freshness_window_min: float = Field(gt=0, le=7 * 24 * 60)
     priority: Priority = "normal"
@@ -90,3 +111,17 @@ class EnrollmentTokenCreate(_Request):
 class ApiTokenCreate(_Request):
     role: Role
     name: str = Field(default="api", min_length=1, max_length=64)
+
+
+class OrderCancel(_Request):
+    reason: Token = "cancelled_by_operator"
+
+
+class TaskReassign(_Request):
+    #: Where the task goes; its current kitchen when omitted (back to that kitchen's queue).
+    kitchen_id: Ident | None = None
+    reason: str = Field(min_length=1, max_length=256)
+
+
+class AlertAcknowledge(_Request):
+    corrective_action: str = Field(min_length=1, max_length=512)

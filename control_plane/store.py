@@ -57,6 +57,29 @@ class Writer(Reader):
     def set_kitchen_status(self, *, kitchen_id: str, status: str) -> None:
         self._exec("UPDATE kitchens SET status = ? WHERE id = ?", (status, kitchen_id))
 
+    def update_station(self, *, kitchen_id: str, station_id: str, name: str, slots: int) -> None:
+        self._exec(
+            "UPDATE stations SET name = ?, slots = ? WHERE kitchen_id = ? AND id = ?",
+            (name, slots, kitchen_id, station_id),
+        )
+
+    def delete_station(self, *, kitchen_id: str, station_id: str) -> None:
+        self._exec("DELETE FROM stations WHERE kitchen_id = ? AND id = ?", (kitchen_id, station_id))
+
+    def update_equipment(
+        self, *, kitchen_id: str, equipment_id: str, station_id: str | None, updated_at: float
+    ) -> None:
+        """Move equipment to another station (``None``: no station)."""
+        self._exec(
+            "UPDATE equipment SET station_id = ?, updated_at = ? WHERE kitchen_id = ? AND id = ?",
+            (station_id, updated_at, kitchen_id, equipment_id),
+        )
+
+    def delete_equipment(self, *, kitchen_id: str, equipment_id: str) -> None:
+        self._exec(
+            "DELETE FROM equipment WHERE kitchen_id = ? AND id = ?", (kitchen_id, equipment_id)
+        )
+
     def upsert_equipment(
         self,
         *,
@@ -105,6 +128,32 @@ class Writer(Reader):
                 priority,
                 hold,
                 created_at,
+            ),
+        )
+
+    def update_sku(
+        self,
+        *,
+        sku_id: str,
+        name: str,
+        recipe_steps_json: str,
+        total_duration_s: float,
+        freshness_window_min: float,
+        priority: str,
+        hold: str,
+    ) -> None:
+        """Replace a SKU's recipe and rules; its station (what kitchens offer it) stays."""
+        self._exec(
+            "UPDATE skus SET name = ?, recipe_steps_json = ?, total_duration_s = ?,"
+            " freshness_window_min = ?, priority = ?, hold = ? WHERE id = ?",
+            (
+                name,
+                recipe_steps_json,
+                total_duration_s,
+                freshness_window_min,
+                priority,
+                hold,
+                sku_id,
             ),
         )
 
@@ -157,6 +206,12 @@ class Writer(Reader):
             "UPDATE orders SET status = ?, reason = COALESCE(?, reason), updated_at = ?,"
             " ready_at = CASE WHEN ? = 'ready' THEN ? ELSE ready_at END WHERE id = ?",
             (status, reason, at, status, at, order_id),
+        )
+
+    def set_order_kitchen(self, *, order_id: str, kitchen_id: str, at: float) -> None:
+        self._exec(
+            "UPDATE orders SET kitchen_id = ?, updated_at = ? WHERE id = ?",
+            (kitchen_id, at, order_id),
         )
 
     # prep tasks
@@ -228,27 +283,70 @@ class Writer(Reader):
             (at, task_id),
         )
 
-    # idempotency keys
-    def claim_idempotency_key(self, *, key: str, request_hash: str, created_at: float) -> None:
+    def cancel_task(self, *, task_id: str, reason: str, at: float) -> None:
+        """Cancel a task; its lease fields stay, so the holder's reports still match the lease
+        they were made under (and a late completion is recognised as waste, not a stranger)."""
         self._exec(
-            "INSERT INTO idempotency_keys (key, request_hash, state, created_at)"
-            " VALUES (?, ?, 'in_flight', ?)",
-            (key, request_hash, created_at),
+            "UPDATE prep_tasks SET state = 'cancelled', cancel_reason = ?, updated_at = ?"
+            " WHERE id = ?",
+            (reason, at, task_id),
         )
 
-    def complete_idempotency_key(
+    def set_task_wasted(
+        self, *, task_id: str, quantity: int, finished_at: float, at: float
+    ) -> None:
+        """A cancelled task the kitchen cooked anyway: the food is waste."""
+        self._exec(
+            "UPDATE prep_tasks SET wasted_quantity = ?, finished_at = ?, updated_at = ?"
+            " WHERE id = ?",
+            (quantity, finished_at, at, task_id),
+        )
+
+    def set_task_started_at(self, *, task_id: str, started_at: float, at: float) -> None:
+        """Record when a (cancelled) task was started without changing its state."""
+        self._exec(
+            "UPDATE prep_tasks SET started_at = COALESCE(started_at, ?), updated_at = ?"
+            " WHERE id = ?",
+            (started_at, at, task_id),
+        )
+
+    def reassign_task(
+        self, *, task_id: str, kitchen_id: str, fencing_token: int, at: float
+    ) -> None:
+        """An operator moved the task: back to ``planned`` at ``kitchen_id`` under a new
+        fencing token, so every report under the old lease is stale from now on."""
+        self._exec(
+            "UPDATE prep_tasks SET state = 'planned', kitchen_id = ?, fencing_token = ?,"
+            " lease_agent_id = NULL, leased_at = NULL, start_by = NULL, started_at = NULL,"
+            " reassigned_at = ?, updated_at = ? WHERE id = ?",
+            (kitchen_id, fencing_token, at, at, task_id),
+        )
+
+    # idempotency keys
+    def insert_idempotency_answer(
         self,
         *,
         key: str,
+        request_hash: str,
         response_status: int,
         response_media_type: str,
         response_body: bytes,
-        completed_at: float,
+        created_at: float,
     ) -> None:
+        """Store the answer of a key's first request, in the transaction that did its work."""
         self._exec(
-            "UPDATE idempotency_keys SET state = 'done', response_status = ?,"
-            " response_media_type = ?, response_body = ?, completed_at = ? WHERE key = ?",
-            (response_status, response_media_type, response_body, completed_at, key),
+            "INSERT INTO idempotency_keys (key, request_hash, state, response_status,"
+            " response_media_type, response_body, created_at, completed_at)"
+            " VALUES (?, ?, 'done', ?, ?, ?, ?, ?)",
+            (
+                key,
+                request_hash,
+                response_status,
+                response_media_type,
+                response_body,
+                created_at,
+                created_at,
+            ),
         )
 
     def delete_idempotency_key(self, *, key: str) -> None:
@@ -256,7 +354,7 @@ class Writer(Reader):
 
     def purge_idempotency_keys(self, *, created_before: float) -> int:
         return self._exec(
-            "DELETE FROM idempotency_keys WHERE state = 'done' AND created_at < ?",
+            "DELETE FROM idempotency_keys WHERE created_at < ?",
             (created_before,),
         )
 
@@ -300,8 +398,11 @@ class Writer(Reader):
             (agent_id, kitchen_id, name, credential_hash, agent_version, enrolled_at),
         )
 
-    def set_agent_revoked(self, *, agent_id: str, revoked: bool) -> None:
-        self._exec("UPDATE agents SET revoked = ? WHERE id = ?", (int(revoked), agent_id))
+    def set_agent_revoked(self, *, agent_id: str, revoked: bool, at: float) -> None:
+        self._exec(
+            "UPDATE agents SET revoked = ?, revoked_at = ? WHERE id = ?",
+            (int(revoked), at if revoked else None, agent_id),
+        )
 
     def record_heartbeat(
         self,
@@ -309,13 +410,26 @@ class Writer(Reader):
         agent_id: str,
         last_seen_at: float,
         clock_offset_s: float,
+        clock_offset_measured_at: float,
+        clock_samples: int,
         agent_version: str,
         outbox_depth: int,
+        reconnect_json: str | None,
     ) -> None:
         self._exec(
-            "UPDATE agents SET last_seen_at = ?, clock_offset_s = ?, agent_version = ?,"
-            " outbox_depth = ? WHERE id = ?",
-            (last_seen_at, clock_offset_s, agent_version, outbox_depth, agent_id),
+            "UPDATE agents SET last_seen_at = ?, clock_offset_s = ?, clock_offset_measured_at = ?,"
+            " clock_samples = ?, agent_version = ?, outbox_depth = ?, reconnect_json = ?"
+            " WHERE id = ?",
+            (
+                last_seen_at,
+                clock_offset_s,
+                clock_offset_measured_at,
+                clock_samples,
+                agent_version,
+                outbox_depth,
+                reconnect_json,
+                agent_id,
+            ),
         )
 
     def set_agent_acked_seq(self, *, agent_id: str, last_acked_seq: int) -> None:
@@ -381,6 +495,15 @@ class Writer(Reader):
                 limit_value,
                 raised_at,
             ),
+        )
+
+    def acknowledge_alert(
+        self, *, agent_id: str, alert_id: str, by: str, corrective_action: str, at: float
+    ) -> None:
+        self._exec(
+            "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?, corrective_action = ?"
+            " WHERE agent_id = ? AND alert_id = ? AND acknowledged_at IS NULL",
+            (at, by, corrective_action, agent_id, alert_id),
         )
 
     def insert_audit(

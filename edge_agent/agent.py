@@ -5,6 +5,11 @@
   cooking meanwhile.
 * ``brigade-executor``: feeds acks, staff confirmations and time to the pure
   :func:`edge_agent.executor.decide`, persists each decision and only then sends its command.
+* ``brigade-ingest``: telemetry, device status and probe readings into the store, through the
+  food-safety monitor (:mod:`edge_agent.ingest`); ``brigade-serial-N``: one per serial port.
+* apscheduler's thread: food-safety timers (delays, silent probes, devices offline) and the
+  disk budget.
+* ``brigade-metrics``: local ``/metrics`` and ``/healthz``.
 * paho's own loop thread (``loop_start``) runs the MQTT connection.
 
 >>> agent = Agent(config)  # doctest: +SKIP
@@ -16,9 +21,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from edge_agent.backoff import Backoff
 from edge_agent.clock import Clock, SystemClock
@@ -33,11 +41,15 @@ from edge_agent.executor import (
     StepPhase,
     decide,
 )
+from edge_agent.ingest import Ingest
 from edge_agent.links.control_plane import ControlPlaneClient
 from edge_agent.links.mqtt import CommandLink, Inbound, MqttLink
+from edge_agent.links.serial import SerialLink
+from edge_agent.metrics import MetricsServer
+from edge_agent.monitor import RULE_PACKS, SafetyMonitor
 from edge_agent.store import ActiveTask, Store, read_boot_id
 from edge_agent.sync import SyncCycle
-from protocol import Ack, DeviceEvent
+from protocol import Ack, DeviceEvent, EventType
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +75,8 @@ class Executor:
     link: CommandLink
     settings: ExecutorSettings
     clock: Clock
+    #: Called after a ``task.step_done`` is on disk (the cook-step core-temperature check).
+    on_step_done: Callable[[ActiveTask, dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         # Timers (``TaskRun.deadline``) live only in memory; the store has everything else.
@@ -132,6 +146,8 @@ class Executor:
                 return None
             for event in decision.events:
                 log.info("event recorded", extra={"task_id": key[0], "event_type": event.type})
+                if event.type == EventType.STEP_DONE and self.on_step_done is not None:
+                    self.on_step_done(task, event.payload)
         self._deadlines[key] = decision.run.deadline
         # The decision is on disk; only now may the device act on it.
         if decision.command is not None:
@@ -157,7 +173,11 @@ def _confirmation(event: DeviceEvent) -> StaffConfirmation | None:
 
 
 class Agent:
-    """One running edge agent; :meth:`run` blocks until ``stop`` is set, then closes everything."""
+    """One running edge agent; :meth:`run` blocks until ``stop`` is set, then closes everything.
+
+    While it runs, :attr:`state` holds the live parts (store, links, ingest) for the local
+    ``/metrics`` and ``/healthz`` endpoint and for tests.
+    """
 
     def __init__(
         self,
@@ -173,25 +193,65 @@ class Agent:
         self._boot_id = boot_id or read_boot_id()
         self._inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_SIZE)
         self.link: MqttLink | None = None
+        self.serial_links: list[SerialLink] = []
+        self.ingest: Ingest | None = None
+        self.store: Store | None = None
         self.sync_ok = threading.Event()
+        self.last_sync_ok_mono: float | None = None
+        self.metrics_port: int | None = None
+
+    def link_states(self) -> dict[str, str]:
+        """``up``/``down`` per link: mqtt, control_plane and each serial port."""
+        states = {
+            "mqtt": "up" if self.link is not None and self.link.connected else "down",
+            "control_plane": "up" if self.sync_ok.is_set() else "down",
+        }
+        for n, serial_link in enumerate(self.serial_links):
+            states[f"serial{n}"] = serial_link.state
+        return states
 
     def run(self, stop: threading.Event) -> None:
         config = self.config
         store = Store.open(config.db_path, boot_id=self._boot_id)
+        self.store = store
         client = ControlPlaneClient(
             config.control_plane_url,
             credential=config.credential.get_secret_value(),
             transport=self._transport,
         )
+        monitor = SafetyMonitor(
+            pack=RULE_PACKS[config.rule_pack],
+            kind_of=self._kind_of,
+            overrides=config.safety_overrides,
+            offline_alert_s=config.device_offline_alert_s,
+        )
+        monitor.seed_open_alerts(a["alert_id"] for a in store.alerts(open_only=True))
+        ingest = Ingest(
+            store=store,
+            monitor=monitor,
+            clock=self.clock,
+            window_s=config.readings_window_s,
+            flush_s=config.ingest_flush_s,
+        )
+        self.ingest = ingest
         link = MqttLink(
             agent_id=config.agent_id,
             kitchen_id=config.kitchen_id,
             host=config.mqtt_host,
             port=config.mqtt_port,
             inbox=self._inbox,
+            sink=ingest,
         )
         self.link = link
+        self.serial_links = [
+            SerialLink(
+                path=port.path, baudrate=port.baudrate, configure=port.configure, sink=ingest
+            )
+            for port in config.serial_ports
+        ]
+        scheduler = BackgroundScheduler(timezone="UTC")
         threads: list[threading.Thread] = []
+        metrics: MetricsServer | None = None
         try:
             link.start()
             cycle = SyncCycle(
@@ -201,17 +261,16 @@ class Agent:
                 agent_id=config.agent_id,
                 kitchen_id=config.kitchen_id,
                 max_active_tasks=config.max_active_tasks,
-                link_states=lambda: {
-                    "mqtt": "up" if link.connected else "down",
-                    "control_plane": "up" if self.sync_ok.is_set() else "down",
-                },
+                link_states=self.link_states,
                 can_take_leases=lambda: link.connected,
+                forward_routine=config.forward_readings,
             )
             executor = Executor(
                 store=store,
                 link=link,
                 settings=settings_from(config),
                 clock=self.clock,
+                on_step_done=lambda task, payload: self._check_cook(store, monitor, task, payload),
             )
             threads = [
                 threading.Thread(
@@ -223,9 +282,44 @@ class Agent:
                     name="brigade-executor",
                     daemon=True,
                 ),
+                threading.Thread(
+                    target=ingest.run, args=(stop,), name="brigade-ingest", daemon=True
+                ),
+                *(
+                    threading.Thread(
+                        target=serial_link.run,
+                        args=(stop,),
+                        name=f"brigade-serial-{n}",
+                        daemon=True,
+                    )
+                    for n, serial_link in enumerate(self.serial_links)
+                ),
             ]
             for thread in threads:
                 thread.start()
+            # Timers of the food-safety rules and the disk budget: apscheduler jobs that never
+            # overlap themselves and skip missed runs rather than pile them up.
+            scheduler.add_job(
+                lambda: ingest.apply(monitor.tick(self.clock.wall()), at=self.clock.wall()),
+                "interval",
+                seconds=config.safety_tick_s,
+                id="food-safety-timers",
+                max_instances=1,
+                coalesce=True,
+            )
+            budget_bytes = int(config.disk_budget_mb * 1024 * 1024)
+            scheduler.add_job(
+                lambda: store.enforce_disk_budget(budget_bytes=budget_bytes),
+                "interval",
+                seconds=10,
+                id="disk-budget",
+                max_instances=1,
+                coalesce=True,
+            )
+            scheduler.start()
+            if config.metrics_port is not None:
+                metrics = MetricsServer.start_for(self, config.metrics_host, config.metrics_port)
+                self.metrics_port = metrics.port if metrics is not None else None
             log.info(
                 "agent running",
                 extra={"agent_id": config.agent_id, "kitchen_id": config.kitchen_id},
@@ -233,6 +327,10 @@ class Agent:
             stop.wait()
         finally:
             stop.set()
+            if scheduler.running:
+                scheduler.shutdown(wait=True)
+            if metrics is not None:
+                metrics.stop()
             for thread in threads:
                 thread.join(timeout=15)
             link.stop()
@@ -240,8 +338,41 @@ class Agent:
             store.close()
             log.info("agent stopped")
 
+    def _kind_of(self, device_id: str) -> str | None:
+        if self.link is not None:
+            kind = self.link.registry.kind_of(device_id)
+            if kind is not None:
+                return kind
+        if any(device_id in s.probes() for s in self.serial_links):
+            return "probe"
+        return None
+
+    def _check_cook(
+        self, store: Store, monitor: SafetyMonitor, task: ActiveTask, payload: dict[str, object]
+    ) -> None:
+        """A finished machine step's core temperature against the recipe's minimum."""
+        step_index = payload.get("step")
+        steps = task.record.lease.steps
+        if not isinstance(step_index, int) or not 0 <= step_index < len(steps):
+            return
+        core = payload.get("core_temp_c")
+        device = payload.get("device_id")
+        alert = monitor.check_cook_step(
+            device_id=device if isinstance(device, str) else None,
+            core_temp_c=float(core) if isinstance(core, int | float) else None,
+            min_core_temp_c=steps[step_index].min_core_temp_c,
+            at=self.clock.wall(),
+            task_id=task.run.task_id,
+            step=step_index,
+        )
+        if alert is not None and store.raise_alert(alert=alert, at=self.clock.wall()):
+            log.warning(
+                "food-safety alert raised",
+                extra={"alert_id": alert.alert_id, "kind": alert.kind, "task_id": task.run.task_id},
+            )
+
     def _sync_loop(self, cycle: SyncCycle, stop: threading.Event) -> None:
-        backoff = Backoff(base_s=1.0, cap_s=60.0)
+        backoff = Backoff(base_s=1.0, cap_s=self.config.sync_backoff_cap_s)
         while not stop.is_set():
             try:
                 outcome = cycle.run_once()
@@ -264,6 +395,7 @@ class Agent:
                 log.exception("unexpected sync error")
             else:
                 self.sync_ok.set()
+                self.last_sync_ok_mono = self.clock.monotonic()
                 backoff.reset()
                 delay = 0.0 if outcome.more_pending else self.config.sync_interval_s
             stop.wait(delay)

@@ -21,9 +21,21 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from edge_agent.errors import ConfigError, InsecureConfigError
+from edge_agent.safety import RULE_PACKS, thresholds_for
 
 #: Where ``enroll`` writes and ``run``/``status`` read unless ``--config`` says otherwise.
 DEFAULT_CONFIG_PATH = Path("/etc/brigade/agent.json")
+
+
+class SerialPortConfig(BaseModel):
+    """One serial port with a probe (or older equipment) speaking the line protocol."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(min_length=1, description="e.g. /dev/serial/by-id/usb-Brigade_Probe-if00")
+    baudrate: int = Field(default=9600, gt=0)
+    #: Probe configuration sent (CFG frames) after every (re)connect, e.g. {"interval_s": "5"}.
+    configure: dict[str, str] = Field(default_factory=dict, max_length=16)
 
 
 class AgentConfig(BaseModel):
@@ -47,6 +59,56 @@ class AgentConfig(BaseModel):
     ack_wait_s: float = Field(default=5.0, gt=0)
     #: Extra time staff have to confirm a manual step beyond its nominal duration.
     manual_margin_s: float = Field(default=600.0, ge=0)
+    #: Longest wait between sync attempts while the control plane is down (days are fine).
+    sync_backoff_cap_s: float = Field(default=300.0, gt=0, le=3600)
+
+    # -- local store --------------------------------------------------------------------------
+    #: Size the store may use before the oldest routine telemetry is dropped (never task
+    #: events, alerts or HACCP evidence).
+    disk_budget_mb: float = Field(default=500.0, gt=0)
+    #: Send routine telemetry summaries (``readings.summary``) to the control plane. Off until
+    #: the control plane records that event type; summaries are kept locally either way.
+    forward_readings: bool = False
+    #: Window of one telemetry summary, and how often readings are committed (group commit).
+    readings_window_s: float = Field(default=60.0, gt=0, le=3600)
+    ingest_flush_s: float = Field(default=0.25, gt=0, le=10)
+
+    # -- food safety ----------------------------------------------------------------------------
+    #: The kitchen's rule pack (a key of ``edge_agent.safety.RULE_PACKS``).
+    rule_pack: str = "us_fda_food_code_2022"
+    #: Per-equipment threshold overrides by device id, e.g.
+    #: ``{"fridge-2": {"alarm_c": 3.0, "breach_delay_s": 900}, "probe-1": {"mode": "hot"}}``.
+    safety_overrides: dict[str, dict[str, float | str]] = Field(default_factory=dict)
+    #: How often timers (delays, probe silence, devices offline) are evaluated.
+    safety_tick_s: float = Field(default=5.0, gt=0, le=600)
+    #: A device offline this long raises a ``device_offline`` alert.
+    device_offline_alert_s: float = Field(default=300.0, ge=0)
+
+    # -- serial probes and local observability ----------------------------------------------------
+    serial_ports: list[SerialPortConfig] = Field(default_factory=list, max_length=16)
+    #: Local ``/metrics`` and ``/healthz`` (loopback by default; ``None`` turns them off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9464, ge=0, le=65535)
+
+    @field_validator("rule_pack")
+    @classmethod
+    def _known_pack(cls, value: str) -> str:
+        if value not in RULE_PACKS:
+            raise ValueError(f"unknown rule pack {value!r}; choose one of {sorted(RULE_PACKS)}")
+        return value
+
+    @field_validator("safety_overrides")
+    @classmethod
+    def _valid_overrides(
+        cls, value: dict[str, dict[str, float | str]]
+    ) -> dict[str, dict[str, float | str]]:
+        pack = next(iter(RULE_PACKS.values()))
+        for device_id, overrides in value.items():
+            try:
+                thresholds_for("fridge", pack, overrides)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{device_id}: {exc}") from exc
+        return value
 
     @field_validator("control_plane_url")
     @classmethod

@@ -44,3 +44,5 @@ def configure_logging(level: str = "INFO") -> None:
     # repeats them and also logs a benign race of its loop thread at shutdown as an error.
     logging.getLogger("edge_agent.links.mqtt.paho").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # apscheduler logs every run of every job at INFO: the food-safety timer runs every few s.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

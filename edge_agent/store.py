@@ -18,6 +18,42 @@ Tables (the schema is the documentation of the data):
     Execution state of each leased task (see :class:`edge_agent.executor.TaskRun`).
 ``sync_state``
     Key/value bookkeeping of the sync loop (last success, last error).
+``routine_outbox``
+    The routine lane: readings summaries waiting for a ``seq``. See "Two lanes, one seq" below.
+``devices``
+    The device registry: every device heard on MQTT or serial, its kind, status, health, last
+    ``seq`` and how many messages its ``seq`` gaps say the agent missed.
+``haccp_readings``
+    Food-safety evidence: the actual value, when, which device and probe, why it was kept
+    (``interval`` sample or ``excursion``), the limit, the alert and who acted.
+``alerts``
+    Local food-safety and equipment alerts, unique by a derived ``alert_id`` so a restarted
+    monitor re-raising the same episode records it once.
+``store_counters``
+    Monotonic counters that must survive restarts (routine events dropped by the disk budget).
+
+Two lanes, one seq
+------------------
+The control plane deduplicates by ``(agent_id, seq)`` and acknowledges the highest *contiguous*
+``seq`` (``acked_seq``), asking for a resend from the first gap. So a sync batch cannot pick task
+events and alerts out of the middle of the outbox and leave older telemetry behind: a skipped
+``seq`` is a gap the control plane waits for, and everything after it stays unacknowledged.
+
+The priority lane is therefore made by *when a seq is assigned*, not by reordering sent seqs:
+
+* task events, alerts and device status get their ``seq`` the moment they are recorded
+  (``outbox``; ``synchronous=FULL``, committed before the agent acts on them);
+* routine telemetry summaries wait, unnumbered, in ``routine_outbox``. The sync loop promotes the
+  oldest of them into the outbox (assigning the next seqs) only while fewer than one batch
+  (:data:`protocol.sync_api.MAX_SYNC_BATCH`) of events is unacknowledged, and only enough to
+  fill that batch (:meth:`Store.promote_routine`).
+
+Consequences, all of them intended: every batch is a contiguous run of seqs in order, so acks
+stay simple; a backlog of alerts and task events is always sent before any telemetry recorded
+alongside it, and at most one batch of (already numbered) telemetry can ever sit in front of a
+new alert; and since unnumbered rows carry no seq, the disk budget may compact or drop them
+(:meth:`Store.enforce_disk_budget`) without ever creating a gap. A numbered event is only ever
+deleted by an ack. Telemetry's place in time is its ``occurred_at``, not its seq.
 
 >>> store = Store.open(Path(":memory:"), boot_id="b1")  # doctest: +SKIP
 """
@@ -25,6 +61,7 @@ Tables (the schema is the documentation of the data):
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -45,7 +82,11 @@ from edge_agent.executor import (
     StepPhase,
     TaskRun,
 )
-from protocol import Lease
+from edge_agent.safety import Evidence
+from protocol import AlertRaised, Lease
+from protocol.sync_api import MAX_SYNC_BATCH
+
+log = logging.getLogger(__name__)
 
 #: Lanes of the outbox: task facts must never be shed; routine reports may be, under a disk
 #: budget. Sync always sends in ``seq`` order whatever the lane.
@@ -114,12 +155,88 @@ def _m003_sync_state(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE sync_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _m004_routine_lane(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE routine_outbox (
+            id INTEGER PRIMARY KEY,           -- arrival order; no seq until promoted
+            type TEXT NOT NULL,               -- e.g. readings.summary
+            occurred_at REAL NOT NULL,        -- agent wall clock, unix seconds
+            payload TEXT NOT NULL             -- JSON object
+        )"""
+    )
+    conn.execute(
+        "CREATE TABLE store_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL DEFAULT 0)"
+    )
+
+
+def _m005_device_registry(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            link TEXT NOT NULL,               -- mqtt or serial
+            kind TEXT,                        -- from birth (mqtt) or configuration (serial)
+            model TEXT,
+            firmware TEXT,
+            status TEXT NOT NULL,             -- online / offline / unknown
+            status_changed_at REAL,           -- agent wall clock of the last status change
+            last_seen_at REAL,                -- agent wall clock of the last message
+            last_seq INTEGER,                 -- highest device seq seen (state/telemetry/event)
+            missed_messages INTEGER NOT NULL DEFAULT 0   -- total of the seq gaps seen
+        )"""
+    )
+
+
+def _m006_haccp_readings(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE haccp_readings (
+            id INTEGER PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            probe TEXT NOT NULL,              -- metric or probe channel, e.g. core_temp_c
+            value_c REAL NOT NULL,            -- the actual value read, degrees Celsius
+            measured_at REAL NOT NULL,        -- device time when it gave one, else agent time
+            recorded_at REAL NOT NULL,        -- agent wall clock
+            reason TEXT NOT NULL,             -- interval (routine evidence) or excursion
+            limit_c REAL,                     -- the legal limit the value was checked against
+            alert_id TEXT,                    -- the alert this excursion belongs to
+            actor TEXT                        -- staff badge of whoever acted on it
+        )"""
+    )
+    conn.execute("CREATE INDEX haccp_by_device_time ON haccp_readings (device_id, measured_at)")
+
+
+def _m007_alerts(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE alerts (
+            alert_id TEXT PRIMARY KEY,        -- derived from kind, device and episode start
+            kind TEXT NOT NULL,               -- e.g. cold_holding, cooling_stage_1, probe_silent
+            severity TEXT NOT NULL,           -- info / warning / critical
+            device_id TEXT,
+            message TEXT NOT NULL,
+            value REAL,
+            limit_value REAL,
+            raised_at REAL NOT NULL,          -- agent wall clock
+            seq INTEGER NOT NULL,             -- the alert.raised event in the outbox
+            cleared_at REAL,                  -- when the condition ended
+            corrective_action TEXT,           -- what staff did (reheat, discard, moved...)
+            acted_by TEXT                     -- staff badge
+        )"""
+    )
+    conn.execute("CREATE INDEX alerts_open ON alerts (cleared_at)")
+
+
 #: Named, ordered migrations; append only, never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("001_outbox", _m001_outbox),
     ("002_leases_and_runs", _m002_leases_and_runs),
     ("003_sync_state", _m003_sync_state),
+    ("004_routine_lane", _m004_routine_lane),
+    ("005_device_registry", _m005_device_registry),
+    ("006_haccp_readings", _m006_haccp_readings),
+    ("007_alerts", _m007_alerts),
 )
+
+#: Counter names in ``store_counters``.
+COUNTER_ROUTINE_DROPPED = "routine_dropped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +248,18 @@ class OutboxEvent:
     type: str
     occurred_at: float
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceActivity:
+    """What the ingest loop saw of one device since its last flush."""
+
+    device_id: str
+    link: str
+    seen_at: float
+    last_seq: int | None = None
+    #: Messages the device numbered but the agent never received (seq gaps).
+    missed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +277,7 @@ class Store:
         self._db = db
         self._boot_id = boot_id
         self._lock = threading.RLock()
+        self._over_budget_logged = False
 
     @classmethod
     def open(cls, path: Path, *, boot_id: str) -> Store:
@@ -407,6 +537,249 @@ class Store:
             _save_run(conn, run, occurred_at)
             return [_append(conn, event, occurred_at, LANE_TASK) for event in events]
 
+    # -- routine lane and disk budget ------------------------------------------------------
+
+    def append_routine(self, *, events: Sequence[EventRecord], occurred_at: float) -> int:
+        """Queue routine events (telemetry summaries) unnumbered, in one transaction.
+
+        Callers batch them (group commit), so a power cut may lose the last batch of routine
+        readings; that is the one weaker durability the agent has, and only for telemetry.
+        """
+        if not events:
+            return 0
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO routine_outbox (type, occurred_at, payload) VALUES (?, ?, ?)",
+                [(e.type, occurred_at, json.dumps(e.payload)) for e in events],
+            )
+            return len(events)
+
+    def promote_routine(self, *, max_unacked: int = MAX_SYNC_BATCH) -> int:
+        """Number the oldest routine events into the outbox while it holds < ``max_unacked``.
+
+        Returns how many were promoted. Called by the sync loop just before it builds a batch,
+        so telemetry fills what room the next batch has after every task event and alert.
+        """
+        with self._transaction() as conn:
+            (depth,) = conn.execute("SELECT count(*) FROM outbox").fetchone()
+            room = max_unacked - int(depth)
+            if room <= 0:
+                return 0
+            rows = conn.execute(
+                "SELECT id, type, occurred_at, payload FROM routine_outbox ORDER BY id LIMIT ?",
+                (room,),
+            ).fetchall()
+            for _id, type_, occurred_at, payload in rows:
+                _append_raw(conn, type_, payload, occurred_at, LANE_ROUTINE)
+            if rows:
+                conn.execute("DELETE FROM routine_outbox WHERE id <= ?", (rows[-1][0],))
+            return len(rows)
+
+    def routine_depth(self) -> int:
+        """Routine events waiting for a seq."""
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM routine_outbox").fetchone()[0])
+
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (free pages excluded: SQLite reuses them)."""
+        with self._lock:
+            conn = self._db.conn
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return int((pages - free) * page_size)
+
+    def enforce_disk_budget(self, *, budget_bytes: int, chunk: int = 512) -> int:
+        """Drop the oldest routine events until the store uses at most 90 % of the budget.
+
+        Returns how many were dropped (also added to the persistent ``routine_dropped``
+        counter). Only unnumbered routine rows are ever dropped: task events, alerts, device
+        status and HACCP evidence are kept whatever the budget says, and recording them never
+        fails because of it. The 10 % margin keeps the store from dropping on every flush.
+        """
+        if self.used_bytes() <= budget_bytes:
+            self._over_budget_logged = False
+            return 0
+        target = int(budget_bytes * 0.9)
+        dropped = 0
+        while self.used_bytes() > target:
+            with self._transaction() as conn:
+                removed = conn.execute(
+                    "DELETE FROM routine_outbox WHERE id IN "
+                    "(SELECT id FROM routine_outbox ORDER BY id LIMIT ?)",
+                    (chunk,),
+                ).rowcount
+                if removed:
+                    _bump(conn, COUNTER_ROUTINE_DROPPED, removed)
+            if not removed:
+                if not self._over_budget_logged:
+                    self._over_budget_logged = True  # once per episode, not on every flush
+                    log.warning(
+                        "disk budget exceeded by events that are never dropped",
+                        extra={"budget_bytes": budget_bytes, "used_bytes": self.used_bytes()},
+                    )
+                break
+            dropped += int(removed)
+        if dropped:
+            log.warning(
+                "disk budget reached: dropped the oldest routine telemetry",
+                extra={"dropped": dropped, "budget_bytes": budget_bytes},
+            )
+        return dropped
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, value FROM store_counters").fetchall()
+            return {name: int(value) for name, value in rows}
+
+    # -- device registry --------------------------------------------------------------------
+
+    def record_birth(
+        self, *, device_id: str, link: str, kind: str | None, model: str, firmware: str, at: float
+    ) -> None:
+        """Remember what a device is (from its retained ``birth``)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO devices (device_id, link, kind, model, firmware, status, last_seen_at)"
+                " VALUES (?, ?, ?, ?, ?, 'unknown', ?) ON CONFLICT (device_id) DO UPDATE SET "
+                "link = excluded.link, kind = excluded.kind, model = excluded.model, "
+                "firmware = excluded.firmware, last_seen_at = excluded.last_seen_at",
+                (device_id, link, kind, model, firmware, at),
+            )
+
+    def record_device_status(
+        self, *, device_id: str, link: str, status: str, at: float, kind: str | None = None
+    ) -> int | None:
+        """Record ``online``/``offline``; on a change, append ``device.status`` in the same
+        transaction and return its seq (``None`` when nothing changed: retained repeats)."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, kind FROM devices WHERE device_id = ?", (device_id,)
+            ).fetchone()
+            if row is not None and row[0] == status:
+                return None
+            known_kind = kind or (row[1] if row is not None else None)
+            conn.execute(
+                "INSERT INTO devices (device_id, link, kind, status, status_changed_at, "
+                "last_seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                "status = excluded.status, status_changed_at = excluded.status_changed_at, "
+                "kind = coalesce(excluded.kind, devices.kind), "
+                "last_seen_at = excluded.last_seen_at",
+                (device_id, link, known_kind, status, at, at),
+            )
+            payload: dict[str, Any] = {"device_id": device_id, "status": status}
+            if known_kind is not None:
+                payload["kind"] = known_kind
+            return _append(conn, EventRecord(type="device.status", payload=payload), at, LANE_TASK)
+
+    def record_device_activity(self, *, seen: Sequence[DeviceActivity]) -> None:
+        """Batch-update last seen time, last seq and missed messages (from seq gaps)."""
+        if not seen:
+            return
+        with self._transaction() as conn:
+            for item in seen:
+                conn.execute(
+                    "INSERT INTO devices (device_id, link, status, last_seen_at, last_seq, "
+                    "missed_messages) VALUES (?, ?, 'unknown', ?, ?, ?) "
+                    "ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at, "
+                    "last_seq = coalesce(excluded.last_seq, devices.last_seq), "
+                    "missed_messages = devices.missed_messages + excluded.missed_messages",
+                    (item.device_id, item.link, item.seen_at, item.last_seq, item.missed),
+                )
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The device registry, one dict per device, by id."""
+        with self._lock:
+            return list(self._db.query("SELECT * FROM devices ORDER BY device_id"))
+
+    # -- food safety: evidence and alerts ----------------------------------------------------
+
+    def record_evidence(self, *, readings: Sequence[Evidence], at: float) -> int:
+        """Keep HACCP evidence readings (interval samples, excursions) in one transaction."""
+        if not readings:
+            return 0
+        with self._transaction() as conn:
+            _insert_evidence(conn, readings, at)
+            return len(readings)
+
+    def raise_alert(
+        self, *, alert: AlertRaised, at: float, evidence: Sequence[Evidence] = ()
+    ) -> int | None:
+        """Record an alert, its ``alert.raised`` event and its evidence in ONE transaction.
+
+        Durable (``synchronous=FULL``) before the caller tells anyone. Idempotent by
+        ``alert_id``: a repeat (a restarted monitor re-deriving the same episode) records
+        nothing and returns ``None``; otherwise returns the event's seq.
+        """
+        with self._transaction() as conn:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO alerts (alert_id, kind, severity, device_id, message, "
+                "value, limit_value, raised_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    alert.alert_id,
+                    alert.kind,
+                    alert.severity,
+                    alert.device_id,
+                    alert.message,
+                    alert.value,
+                    alert.limit,
+                    at,
+                ),
+            ).rowcount
+            if not inserted:
+                return None
+            record = EventRecord(
+                type="alert.raised", payload=alert.model_dump(mode="json", exclude_none=True)
+            )
+            seq = _append(conn, record, at, LANE_TASK)
+            conn.execute("UPDATE alerts SET seq = ? WHERE alert_id = ?", (seq, alert.alert_id))
+            _insert_evidence(conn, evidence, at)
+            return seq
+
+    def clear_alert(
+        self,
+        *,
+        alert_id: str,
+        at: float,
+        corrective_action: str | None = None,
+        acted_by: str | None = None,
+    ) -> bool:
+        """Mark an alert's condition over (and what staff did about it, if known)."""
+        with self._transaction() as conn:
+            return bool(
+                conn.execute(
+                    "UPDATE alerts SET cleared_at = coalesce(cleared_at, ?), "
+                    "corrective_action = coalesce(?, corrective_action), "
+                    "acted_by = coalesce(?, acted_by) WHERE alert_id = ?",
+                    (at, corrective_action, acted_by, alert_id),
+                ).rowcount
+            )
+
+    def alerts(self, *, open_only: bool = False) -> list[dict[str, Any]]:
+        where = "WHERE cleared_at IS NULL " if open_only else ""
+        with self._lock:
+            return list(self._db.query(f"SELECT * FROM alerts {where}ORDER BY raised_at"))
+
+    def evidence(self, *, device_id: str | None = None) -> list[Evidence]:
+        with self._lock:
+            rows = self._db.query(
+                "SELECT * FROM haccp_readings WHERE (? IS NULL OR device_id = ?) ORDER BY id",
+                [device_id, device_id],
+            )
+            return [
+                Evidence(
+                    device_id=r["device_id"],
+                    probe=r["probe"],
+                    value_c=r["value_c"],
+                    measured_at=r["measured_at"],
+                    reason=r["reason"],
+                    limit_c=r["limit_c"],
+                    alert_id=r["alert_id"],
+                    actor=r["actor"],
+                )
+                for r in rows
+            ]
+
     # -- sync bookkeeping ------------------------------------------------------------------
 
     def record_sync(self, *, at: float, ok: bool, error: str | None = None) -> None:
@@ -428,15 +801,50 @@ class Store:
 
 
 def _append(conn: sqlite3.Connection, event: EventRecord, occurred_at: float, lane: int) -> int:
+    return _append_raw(conn, event.type, json.dumps(event.payload), occurred_at, lane)
+
+
+def _append_raw(
+    conn: sqlite3.Connection, type_: str, payload: str, occurred_at: float, lane: int
+) -> int:
     (last_seq,) = conn.execute("SELECT last_seq FROM outbox_sequence WHERE id = 1").fetchone()
     seq = int(last_seq) + 1
     conn.execute(
         "INSERT INTO outbox (seq, event_id, type, lane, occurred_at, payload) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (seq, str(uuid.uuid4()), event.type, lane, occurred_at, json.dumps(event.payload)),
+        (seq, str(uuid.uuid4()), type_, lane, occurred_at, payload),
     )
     conn.execute("UPDATE outbox_sequence SET last_seq = ? WHERE id = 1", (seq,))
     return seq
+
+
+def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
+    conn.execute(
+        "INSERT INTO store_counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        (name, by),
+    )
+
+
+def _insert_evidence(conn: sqlite3.Connection, readings: Sequence[Evidence], at: float) -> None:
+    conn.executemany(
+        "INSERT INTO haccp_readings (device_id, probe, value_c, measured_at, recorded_at, "
+        "reason, limit_c, alert_id, actor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r.device_id,
+                r.probe,
+                r.value_c,
+                r.measured_at,
+                at,
+                r.reason,
+                r.limit_c,
+                r.alert_id,
+                r.actor,
+            )
+            for r in readings
+        ],
+    )
 
 
 def _save_run(conn: sqlite3.Connection, run: TaskRun, at: float) -> None:

@@ -47,8 +47,13 @@ class SyncCycle:
     #: Whether new work could be started now (e.g. the broker is reachable); when not, the
     #: agent renews what it holds but asks for nothing new, so leases are not wasted.
     can_take_leases: Callable[[], bool] = lambda: True
+    #: Number routine telemetry into the outbox when a batch has room (the routine lane; see
+    #: :mod:`edge_agent.store`, "Two lanes, one seq").
+    forward_routine: bool = False
 
     def build_request(self) -> SyncRequest:
+        if self.forward_routine:
+            self.store.promote_routine(max_unacked=MAX_SYNC_BATCH)
         pending = self.store.pending_events(limit=MAX_SYNC_BATCH)
         held = self.store.held_leases()
         oldest = self.store.oldest_pending_at()
@@ -60,6 +65,9 @@ class SyncCycle:
             oldest_event_age_s=max(0.0, wall - oldest) if oldest is not None else 0.0,
             active_tasks=len(held),
             links=dict(self.link_states()),
+            routine_backlog=self.store.routine_depth(),
+            routine_dropped=self.store.counters().get("routine_dropped", 0),
+            open_alerts=len(self.store.alerts(open_only=True)),
         )
         events = [
             EventEnvelope(

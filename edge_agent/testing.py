@@ -48,8 +48,11 @@ class FakeControlPlane:
     events: dict[int, EventEnvelope] = field(default_factory=dict)
     #: Every sync request, in arrival order.
     requests: list[SyncRequest] = field(default_factory=list)
-    #: When set, every request is answered with this status (and ``Retry-After: 1``).
+    #: When set, every request is answered with this status (and ``Retry-After``).
     fail_status: int | None = None
+    retry_after: str = "1"
+    #: Monotonic arrival time of every request, answered or refused.
+    arrivals: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -99,8 +102,14 @@ class FakeControlPlane:
         self, path: str, authorization: str, body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: ``(status, headers, body)``."""
+        with self._lock:
+            self.arrivals.append(time.monotonic())
         if self.fail_status is not None:
-            return self.fail_status, {"Retry-After": "1"}, _problem(self.fail_status, "overloaded")
+            return (
+                self.fail_status,
+                {"Retry-After": self.retry_after},
+                _problem(self.fail_status, "overloaded"),
+            )
         try:
             if path == "/v1/agents/enroll":
                 return self._enroll(body)

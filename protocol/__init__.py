@@ -19,6 +19,7 @@ from protocol.events import (
     AlertRaised,
     EventEnvelope,
     EventType,
+    ReadingsSummary,
     StepDone,
     StepStarted,
     TaskDone,
@@ -54,10 +55,19 @@ from protocol.sync_api import (
     SyncRequest,
     SyncResponse,
 )
-from protocol.topics import Channel, TopicParts, parse_topic, subscription_for, topic_for
+from protocol.topics import (
+    AGENT_DEVICE_ID,
+    Channel,
+    TopicParts,
+    is_reserved_device_id,
+    parse_topic,
+    subscription_for,
+    topic_for,
+)
 from protocol.version import SCHEMA_VERSION, check_version
 
 __all__ = [
+    "AGENT_DEVICE_ID",
     "SCHEMA_VERSION",
     "Ack",
     "AckResult",
@@ -81,6 +91,7 @@ __all__ = [
     "LeaseRenewal",
     "MessageError",
     "ProtocolError",
+    "ReadingsSummary",
     "RecipeStep",
     "State",
     "Status",
@@ -102,6 +113,7 @@ __all__ = [
     "decode_message",
     "encode_frame",
     "encode_message",
+    "is_reserved_device_id",
     "parse_event_payload",
     "parse_topic",
     "subscription_for",

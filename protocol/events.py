@@ -28,6 +28,7 @@ class EventType(StrEnum):
     TASK_RELEASED = "task.released"
     DEVICE_STATUS = "device.status"
     ALERT_RAISED = "alert.raised"
+    READINGS_SUMMARY = "readings.summary"
 
 
 class EventEnvelope(WireModel):
@@ -125,6 +126,28 @@ class AlertRaised(_Payload):
     limit: float | None = None
 
 
+class ReadingsSummary(_Payload):
+    """Routine telemetry of one device and metric over a window, summarised on the agent.
+
+    Sent in the routine lane: numbered only when a sync batch has room after every task event
+    and alert (see docs/protocol.md, "Two lanes, one seq"), and the one kind of event a disk
+    budget may drop before it is numbered. ``missed`` counts messages the device numbered but
+    the agent never received (gaps in the device ``seq``).
+    """
+
+    device_id: Ident
+    metric: Token
+    unit: str = Field(default="", max_length=16)
+    window_start: Timestamp
+    window_end: Timestamp
+    count: int = Field(ge=1)
+    min: float
+    max: float
+    mean: float
+    last: float
+    missed: int = Field(default=0, ge=0)
+
+
 PAYLOAD_MODELS: dict[str, type[_Payload]] = {
     EventType.TASK_STARTED: TaskStarted,
     EventType.STEP_STARTED: StepStarted,
@@ -134,6 +157,7 @@ PAYLOAD_MODELS: dict[str, type[_Payload]] = {
     EventType.TASK_RELEASED: TaskReleased,
     EventType.DEVICE_STATUS: DeviceStatus,
     EventType.ALERT_RAISED: AlertRaised,
+    EventType.READINGS_SUMMARY: ReadingsSummary,
 }
 
 
@@ -161,6 +185,7 @@ __all__ = [
     "DeviceStatus",
     "EventEnvelope",
     "EventType",
+    "ReadingsSummary",
     "StepDone",
     "StepStarted",
     "TaskDone",

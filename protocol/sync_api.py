@@ -106,6 +106,12 @@ class Heartbeat(WireModel):
     oldest_event_age_s: float = Field(default=0, ge=0)
     active_tasks: int = Field(default=0, ge=0)
     links: dict[str, str] = Field(default_factory=dict, max_length=16)
+    #: Routine telemetry summaries waiting, unnumbered, for room in a batch (added in 1.0).
+    routine_backlog: int = Field(default=0, ge=0)
+    #: Routine summaries the agent's disk budget dropped since it was installed (added in 1.0).
+    routine_dropped: int = Field(default=0, ge=0)
+    #: Food-safety and equipment alerts open on the agent (added in 1.0).
+    open_alerts: int = Field(default=0, ge=0)
 
 
 class SyncRequest(WireModel):

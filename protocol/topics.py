@@ -34,6 +34,11 @@ class Channel(StrEnum):
     ACK = "ack"
 
 
+#: The agent's own pseudo-device: its retained ``status`` (Last Will ``offline``) lives on
+#: ``brigade/v1/{kitchen}/agent/status``. No device may use a reserved id.
+AGENT_DEVICE_ID = "agent"
+RESERVED_DEVICE_IDS = frozenset({AGENT_DEVICE_ID})
+
 #: Channels whose messages the device publishes retained (the latest value survives reconnects).
 RETAINED_CHANNELS = frozenset({Channel.BIRTH, Channel.STATUS, Channel.STATE})
 
@@ -55,6 +60,15 @@ def validate_id(value: str, what: str) -> str:
             reason="invalid_id",
         )
     return value
+
+
+def is_reserved_device_id(device_id: str) -> bool:
+    """Whether ``device_id`` is reserved (readers ignore devices that claim one).
+
+    >>> is_reserved_device_id("agent"), is_reserved_device_id("oven-1")
+    (True, False)
+    """
+    return device_id in RESERVED_DEVICE_IDS
 
 
 def topic_for(kitchen_id: str, device_id: str, channel: Channel) -> str:

@@ -5,6 +5,7 @@ from fastapi import APIRouter
 
 from control_plane.routes import (
     agents,
+    alerts,
     audit_trail,
     enrollment,
     health,
@@ -12,6 +13,7 @@ from control_plane.routes import (
     orders,
     skus,
     stats,
+    tasks,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +21,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     kitchens.router,
     skus.router,
     orders.router,
+    tasks.router,
+    alerts.router,
     audit_trail.router,
     enrollment.router,
     agents.router,

@@ -1,29 +1,51 @@
-"""``/v1/agents``: enrollment, sync (see :mod:`protocol.sync_api`), revocation."""
+"""``/v1/agents``: enrollment, sync (see :mod:`protocol.sync_api`), listing, revocation."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from control_plane import auth, reconcile
-from control_plane.deps import AdminDep, AgentDep, ServicesDep
+from fastapi import APIRouter, Query
+
+from control_plane import auth, fleet, reconcile
+from control_plane.deps import AdminDep, AgentDep, ServicesDep, ViewerDep
+from control_plane.errors import NotFound
+from control_plane.metrics import Metrics
+from control_plane.problems import problem_responses as errors
+from control_plane.views import AgentList, AgentOut
 from protocol.sync_api import EnrollRequest, EnrollResponse, SyncRequest, SyncResponse
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 
-@router.post("/enroll", status_code=201, response_model_exclude_none=True)
+@router.post(
+    "/enroll",
+    status_code=201,
+    response_model_exclude_none=True,
+    responses=errors(401, 403, 404),
+)
 def enroll(body: EnrollRequest, services: ServicesDep) -> EnrollResponse:
-    """Trade a one-time enrollment token for an agent id and credential (shown once)."""
+    """Trade a one-time enrollment token for an agent id and credential (shown once).
+
+    401: unknown token; 403 ``enrollment-token-refused`` with ``reason`` ``token_used`` or
+    ``token_expired``.
+    """
     return auth.enroll(services.store, body, now=services.clock())
 
 
-@router.post("/sync", response_model_exclude_none=True)
+@router.post("/sync", response_model_exclude_none=True, responses=errors(401, 403))
 def sync(body: SyncRequest, services: ServicesDep, agent: AgentDep) -> SyncResponse:
-    """Heartbeat, push events, renew and receive leases in one round trip."""
+    """Heartbeat, push events, renew and receive leases and cancellations in one round trip.
+
+    403 when the credential is revoked or the events are for another agent or kitchen.
+    """
     response, stats = reconcile.sync(
         services.store, agent, body, now=services.clock(), settings=services.settings
     )
-    metrics = services.metrics
+    _count(services.metrics, stats)
+    return response
+
+
+def _count(metrics: Metrics, stats: reconcile.SyncStats) -> None:
     for event_type, count in stats.applied.items():
         metrics.events_ingested.labels(event_type).inc(count)
     metrics.events_duplicate.inc(stats.duplicates)
@@ -34,10 +56,47 @@ def sync(body: SyncRequest, services: ServicesDep, agent: AgentDep) -> SyncRespo
         metrics.sync_gaps.inc()
     metrics.leases_granted.inc(stats.leases_granted)
     metrics.leases_lost.inc(stats.leases_lost)
-    return response
+    metrics.lease_cancellations.inc(stats.cancellations)
+    metrics.wasted_tasks.labels("reported_by_kitchen").inc(stats.wasted_tasks)
+    if stats.reconnect is not None:
+        metrics.reconnects.inc()
+        metrics.reconnect_offline_seconds.observe(stats.reconnect.offline_s)
+        metrics.reconnect_events.labels("applied").inc(stats.reconnect.events_applied)
+        metrics.reconnect_events.labels("duplicate").inc(stats.reconnect.duplicates_ignored)
+        metrics.reconnect_events.labels("conflict").inc(stats.reconnect.conflicts)
 
 
-@router.post("/{agent_id}/revoke", status_code=204)
+@router.get("", response_model=AgentList, responses=errors(401, 403))
+def list_agents(
+    services: ServicesDep,
+    _: ViewerDep,
+    kitchen_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Enrolled agents: last sync, reachability, outbox depth, clock offset, last reconnect."""
+    now = services.clock()
+    threshold = services.settings.agent_unreachable_after_s
+    with services.store.read() as reader:
+        rows = reader.agents(kitchen_id=kitchen_id)
+    return {
+        "agents": [fleet.agent_view(row, now=now, unreachable_after_s=threshold) for row in rows]
+    }
+
+
+@router.get("/{agent_id}", response_model=AgentOut, responses=errors(401, 403, 404))
+def get_agent(agent_id: str, services: ServicesDep, _: ViewerDep) -> dict[str, Any]:
+    """One agent."""
+    with services.store.read() as reader:
+        row = reader.agent(agent_id)
+    if row is None:
+        raise NotFound(f"no agent {agent_id!r}")
+    return fleet.agent_view(
+        row,
+        now=services.clock(),
+        unreachable_after_s=services.settings.agent_unreachable_after_s,
+    )
+
+
+@router.post("/{agent_id}/revoke", status_code=204, responses=errors(401, 403, 404))
 def revoke(agent_id: str, services: ServicesDep, who: AdminDep) -> None:
-    """Refuse this agent's credential from now on."""
+    """Refuse this agent's credential from now on (admin); its syncs get 403."""
     auth.revoke_agent(services.store, agent_id=agent_id, now=services.clock(), actor=who.name)

@@ -6,9 +6,9 @@
   commands), again on every reconnect.
 * Last Will: retained ``offline`` on ``brigade/v1/{kitchen}/agent/status``; retained ``online``
   is published on every connect.
-* Reconnects on its own (paho's loop thread) with exponential backoff from 1 s to 30 s. The
-  broker runs on the same box, so a handful of clients reconnecting in lockstep is harmless and
-  paho's un-jittered schedule is kept; the control-plane link, shared by a fleet, jitters.
+* Reconnects on its own (paho's loop thread) with exponential backoff from ~1 s to ~30 s,
+  jittered: each disconnect draws a fresh starting delay and cap, so devices and agents that
+  lost the broker together (a broker restart) do not come back in lockstep.
 * Every message is decoded with :func:`protocol.decode_message`; a malformed one is dropped and
   counted by reason (:class:`DropCounter`), never raised.
 * Acks and staff confirmations go to the executor through a bounded queue; a full queue drops
@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
+import random
 import threading
 import time
 from collections import Counter
@@ -31,7 +33,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge_agent.readings import Observed, ReadingIn, StatusSeen
 from protocol import (
+    AGENT_DEVICE_ID,
     Ack,
     Birth,
     Channel,
@@ -43,6 +47,7 @@ from protocol import (
     Telemetry,
     decode_message,
     encode_message,
+    is_reserved_device_id,
     parse_topic,
     subscription_for,
     topic_for,
@@ -50,10 +55,14 @@ from protocol import (
 
 log = logging.getLogger(__name__)
 
-#: The agent's own pseudo-device id in the topic tree.
-AGENT_DEVICE_ID = "agent"
 #: What an inbound message for the executor can be.
 Inbound = Ack | DeviceEvent
+
+
+class DeviceSink(Protocol):
+    """Where the link hands what devices report (the ingest loop; a list in unit tests)."""
+
+    def submit(self, item: Any) -> bool: ...
 
 
 class CommandLink(Protocol):
@@ -90,6 +99,10 @@ class DeviceRegistry:
         with self._lock:
             self._online[device_id] = status.state == "online"
 
+    def kind_of(self, device_id: str) -> str | None:
+        with self._lock:
+            return self._kinds.get(device_id)
+
     def forget(self, device_id: str) -> None:
         """A device's retained messages were cleared: it is decommissioned."""
         with self._lock:
@@ -116,7 +129,8 @@ class DeviceRegistry:
 class DropCounter:
     """Counts dropped messages by reason; logs the first drop of a burst per reason."""
 
-    def __init__(self, *, quiet_s: float = 60.0) -> None:
+    def __init__(self, *, quiet_s: float = 60.0, what: str = "MQTT message") -> None:
+        self._what = what
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
@@ -131,7 +145,7 @@ class DropCounter:
             if should_log:
                 self._last_logged[reason] = now
         if should_log:
-            log.warning("dropped MQTT message", extra={"reason": reason, "detail": detail[:300]})
+            log.warning(f"dropped {self._what}", extra={"reason": reason, "detail": detail[:300]})
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -170,6 +184,7 @@ class MqttLink:
         inbox: queue.Queue[Inbound],
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
+        sink: DeviceSink | None = None,
     ) -> None:
         self.kitchen_id = kitchen_id
         self.client_id = f"brigade-agent-{agent_id}"
@@ -178,6 +193,7 @@ class MqttLink:
         self._host = host
         self._port = port
         self._inbox = inbox
+        self._sink = sink
         self._keepalive_s = keepalive_s
         self._session_expiry_s = session_expiry_s
         self._connected = threading.Event()
@@ -190,7 +206,8 @@ class MqttLink:
             protocol=mqtt.MQTTv5,
         )
         self._client.enable_logger(logging.getLogger(f"{__name__}.paho"))
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._rng = random.Random()
+        self._jitter_reconnect()
         self._client.will_set(
             self._status_topic, encode_message(Status(state="offline")), qos=1, retain=True
         )
@@ -294,6 +311,14 @@ class MqttLink:
             extra={"session_present": bool(flags.session_present), "host": self._host},
         )
 
+    def _jitter_reconnect(self) -> None:
+        # paho doubles from min_delay up to max_delay without jitter; a fresh random start and
+        # cap per outage spreads reconnects (paho reads both at every wait).
+        self._client.reconnect_delay_set(
+            min_delay=max(1, round(self._rng.uniform(0.5, 2.0))),
+            max_delay=round(self._rng.uniform(20.0, 40.0)),
+        )
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -303,6 +328,7 @@ class MqttLink:
         properties: Properties | None,
     ) -> None:
         self._connected.clear()
+        self._jitter_reconnect()
         level = logging.INFO if self._stopping.is_set() else logging.WARNING
         log.log(level, "disconnected from broker", extra={"reason": str(reason_code)})
 
@@ -321,7 +347,7 @@ class MqttLink:
         except ProtocolError as exc:
             self.drops.drop(exc.reason, f"{topic}: {exc}")
             return
-        if parts.device_id == AGENT_DEVICE_ID or parts.kitchen_id != self.kitchen_id:
+        if is_reserved_device_id(parts.device_id) or parts.kitchen_id != self.kitchen_id:
             return
         model = _MODELS[parts.channel]
         if not payload and parts.channel in (Channel.BIRTH, Channel.STATUS):
@@ -337,14 +363,67 @@ class MqttLink:
             return
         if isinstance(decoded, Birth):
             self.registry.record_birth(parts.device_id, decoded)
+            self._submit(
+                StatusSeen(
+                    device_id=parts.device_id,
+                    link="mqtt",
+                    at=time.time(),
+                    kind=decoded.kind.value,
+                    model=decoded.model,
+                    firmware=decoded.firmware,
+                )
+            )
         elif isinstance(decoded, Status):
             self.registry.record_status(parts.device_id, decoded)
-        elif isinstance(decoded, Ack) or (
+            self._submit(
+                StatusSeen(
+                    device_id=parts.device_id,
+                    link="mqtt",
+                    at=time.time(),
+                    online=decoded.state == "online",
+                    kind=self.registry.kind_of(parts.device_id),
+                )
+            )
+        elif isinstance(decoded, Telemetry):
+            observed = _observed(decoded)
+            if len(observed.readings) < len(decoded.readings):
+                self.drops.drop("non_finite", f"{topic}: NaN or infinite reading")
+            self._submit(observed)
+        elif isinstance(decoded, State | DeviceEvent):
+            self._submit(
+                Observed(device_id=decoded.device_id, link="mqtt", seq=decoded.seq, at=time.time())
+            )
+        if isinstance(decoded, Ack) or (
             isinstance(decoded, DeviceEvent) and decoded.event == "step_confirmed"
         ):
             try:
                 self._inbox.put_nowait(decoded)
             except queue.Full:
                 self.drops.drop("inbox_full", f"{topic}: executor inbox full")
-        # State and telemetry will feed food-safety monitoring; commands from other
-        # publishers (operator tools) are only validated.
+        # Commands from other publishers (operator tools) are only validated.
+
+    def _submit(self, item: Observed | StatusSeen) -> None:
+        if self._sink is not None and not self._sink.submit(item):
+            self.drops.drop("ingest_full", f"{item.device_id}: ingest queue full")
+
+
+def _observed(telemetry: Telemetry) -> Observed:
+    """Telemetry as the ingest loop takes it: numeric readings, Fahrenheit made Celsius."""
+    received = time.time()
+    readings = []
+    for reading in telemetry.readings:
+        unit, value = reading.unit, reading.value
+        if not math.isfinite(value):
+            continue  # JSON parsers accept NaN; no probe reads it
+        if unit == "F":
+            unit, value = "C", (value - 32.0) * 5.0 / 9.0
+        readings.append(
+            ReadingIn(telemetry.device_id, reading.metric, unit, value, at=received, link="mqtt")
+        )
+    return Observed(
+        device_id=telemetry.device_id,
+        link="mqtt",
+        seq=telemetry.seq,
+        at=received,
+        readings=tuple(readings),
+    )

@@ -56,7 +56,14 @@ def store(settings: Settings) -> Store:
         }
     )
     answer = intake.submit_order(
-        instance, order, key="o-1", body_hash="h", now=T0, actor="test", settings=settings
+        instance,
+        order,
+        key="o-1",
+        body_hash="h",
+        now=T0,
+        actor="test",
+        settings=settings,
+        in_flight=intake.KeysInFlight(),
     )
     assert answer.status == 201
     return instance

@@ -1,0 +1,121 @@
+"""Agents as operators see them: reachability, stranded tasks, the agent view.
+
+A kitchen's agent is *reachable* while it syncs: its last sync is at most
+``agent_unreachable_after_s`` old and it is not revoked. A task leased or started by an
+unreachable agent is *stranded*: the kitchen is probably still cooking it, so the control plane
+never moves it by itself (SPEC guarantee 3); it is flagged, and only an operator's reassignment
+(:func:`control_plane.leases.reassign`) moves it.
+
+>>> reachable(last_seen_at=100.0, revoked=False, now=150.0, unreachable_after_s=120.0)
+True
+>>> stranded("started", last_seen_at=100.0, revoked=False, now=400.0, unreachable_after_s=120.0)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from control_plane.audit import iso
+from control_plane.queries import Reader
+
+#: Task states in which a kitchen holds the task (and may be cooking it).
+HELD_STATES = ("leased", "started")
+
+
+def reachable(
+    *, last_seen_at: float | None, revoked: bool, now: float, unreachable_after_s: float
+) -> bool:
+    """Whether an agent counts as reachable at ``now``."""
+    return not revoked and last_seen_at is not None and now - last_seen_at <= unreachable_after_s
+
+
+def stranded(
+    state: str,
+    *,
+    last_seen_at: float | None,
+    revoked: bool,
+    now: float,
+    unreachable_after_s: float,
+) -> bool:
+    """Whether a task in ``state``, held by an agent last seen at ``last_seen_at``, is stranded."""
+    return state in HELD_STATES and not reachable(
+        last_seen_at=last_seen_at,
+        revoked=revoked,
+        now=now,
+        unreachable_after_s=unreachable_after_s,
+    )
+
+
+def task_is_stranded(
+    reader: Reader, task: sqlite3.Row, *, now: float, unreachable_after_s: float
+) -> bool:
+    """:func:`stranded` for a stored task, looking up its lease holder."""
+    if task["state"] not in HELD_STATES or task["lease_agent_id"] is None:
+        return False
+    agent = reader.agent(str(task["lease_agent_id"]))
+    return stranded(
+        str(task["state"]),
+        last_seen_at=None if agent is None else agent["last_seen_at"],
+        revoked=agent is None or bool(agent["revoked"]),
+        now=now,
+        unreachable_after_s=unreachable_after_s,
+    )
+
+
+def stale_agent_ids(reader: Reader, *, now: float, unreachable_after_s: float) -> list[str]:
+    """Every agent that is not reachable now (so the tasks it holds are stranded)."""
+    return [
+        str(row["id"])
+        for row in reader.agents()
+        if not reachable(
+            last_seen_at=row["last_seen_at"],
+            revoked=bool(row["revoked"]),
+            now=now,
+            unreachable_after_s=unreachable_after_s,
+        )
+    ]
+
+
+def kitchen_last_sync(reader: Reader, kitchen_id: str) -> float | None:
+    """When an unrevoked agent of the kitchen last synced."""
+    seen = [
+        float(row["last_seen_at"])
+        for row in reader.agents(kitchen_id=kitchen_id)
+        if row["last_seen_at"] is not None and not row["revoked"]
+    ]
+    return max(seen, default=None)
+
+
+def agent_view(row: sqlite3.Row, *, now: float, unreachable_after_s: float) -> dict[str, Any]:
+    """One agent as the operators' API shows it (never its credential)."""
+    reconnect = json.loads(row["reconnect_json"]) if row["reconnect_json"] else None
+    if reconnect is not None:
+        reconnect = {
+            **reconnect,
+            "started_at": iso(reconnect["started_at"]),
+            "finished_at": iso(reconnect["finished_at"]),
+        }
+    return {
+        "id": row["id"],
+        "kitchen_id": row["kitchen_id"],
+        "name": row["name"],
+        "agent_version": row["agent_version"],
+        "enrolled_at": iso(row["enrolled_at"]),
+        "last_seen_at": iso(row["last_seen_at"]),
+        "reachable": reachable(
+            last_seen_at=row["last_seen_at"],
+            revoked=bool(row["revoked"]),
+            now=now,
+            unreachable_after_s=unreachable_after_s,
+        ),
+        "revoked": bool(row["revoked"]),
+        "revoked_at": iso(row["revoked_at"]),
+        "last_acked_seq": row["last_acked_seq"],
+        "outbox_depth": row["outbox_depth"],
+        "clock_offset_s": row["clock_offset_s"],
+        "clock_samples": row["clock_samples"],
+        "reconnect": reconnect,
+    }

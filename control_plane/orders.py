@@ -1,0 +1,194 @@
+"""Orders and prep tasks after intake: how the API shows them, and cancellation.
+
+Cancelling an order (SPEC guarantee 4: the control plane is authoritative on cancellations):
+
+* its ``planned`` tasks are cancelled outright;
+* its ``leased`` tasks are cancelled and the lease holder is told on its next sync (a
+  :class:`protocol.sync_api.Cancellation` in answer to its renewal), so it never starts them;
+* its ``started`` tasks are cancelled too, but the kitchen may be cooking them (it may be
+  offline): when it reports them done, the food is recorded as waste, in audit and metrics;
+* food of its ``done`` tasks is recorded as waste at once.
+
+Cancelling a cancelled order again answers the order unchanged (a safe retry).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from control_plane import audit
+from control_plane.audit import iso
+from control_plane.errors import NotFound, StateConflict
+from control_plane.fleet import task_is_stranded
+from control_plane.queries import Reader
+from control_plane.store import Store
+
+#: Order statuses from which an order can still be cancelled.
+CANCELLABLE = ("accepted", "planned", "in_prep")
+
+
+def task_view(row: sqlite3.Row, *, stranded: bool = False) -> dict[str, Any]:
+    """One prep task as the operators' API shows it."""
+    return {
+        "id": row["id"],
+        "sku_id": row["sku_id"],
+        "quantity": row["quantity"],
+        "state": row["state"],
+        "kitchen_id": row["kitchen_id"],
+        "station_id": row["station_id"],
+        "start_after": iso(row["start_after"]),
+        "finish_by": iso(row["finish_by"]),
+        "predicted_ready_at": iso(row["predicted_ready_at"]),
+        "fencing_token": row["fencing_token"],
+        "lease_agent_id": row["lease_agent_id"],
+        "start_by": iso(row["start_by"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "cancel_reason": row["cancel_reason"],
+        "wasted_quantity": row["wasted_quantity"],
+        "reassigned_at": iso(row["reassigned_at"]),
+        "stranded": stranded,
+    }
+
+
+def task_view_at(
+    reader: Reader, row: sqlite3.Row, *, now: float, unreachable_after_s: float
+) -> dict[str, Any]:
+    """:func:`task_view` with the ``stranded`` flag computed for ``now``."""
+    flag = task_is_stranded(reader, row, now=now, unreachable_after_s=unreachable_after_s)
+    return task_view(row, stranded=flag)
+
+
+def order_view(
+    reader: Reader,
+    row: sqlite3.Row,
+    *,
+    now: float | None = None,
+    unreachable_after_s: float = 0.0,
+) -> dict[str, Any]:
+    """One order as the operators' API shows it; with ``now``, tasks carry ``stranded``."""
+    order_id = str(row["id"])
+    tasks = reader.tasks_of_order(order_id)
+    return {
+        "id": order_id,
+        "status": row["status"],
+        "reason": row["reason"],
+        "kitchen_id": row["kitchen_id"],
+        "predicted_ready_at": iso(row["predicted_ready_at"]),
+        "promised_by": iso(row["promised_by"]),
+        "destination": row["destination"],
+        "transport_min": row["transport_min"],
+        "priority": row["priority"],
+        "created_at": iso(row["created_at"]),
+        "ready_at": iso(row["ready_at"]),
+        "items": [
+            {"sku_id": item["sku_id"], "quantity": item["quantity"]}
+            for item in reader.order_items(order_id)
+        ],
+        "tasks": [
+            task_view(task)
+            if now is None
+            else task_view_at(reader, task, now=now, unreachable_after_s=unreachable_after_s)
+            for task in tasks
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The order after cancellation, and how many tasks' food became waste at once."""
+
+    order: dict[str, Any]
+    wasted_tasks: int
+
+
+def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor: str) -> Cancelled:
+    """Cancel an order and its open tasks (see the module docstring)."""
+    wasted = 0
+    with store.write() as tx:
+        order = tx.order(order_id)
+        if order is None:
+            raise NotFound(f"no order {order_id!r}")
+        if order["status"] == "cancelled":
+            return Cancelled(order_view(tx, order), 0)
+        if order["status"] not in CANCELLABLE:
+            raise StateConflict(
+                f"order {order_id} is {order['status']}; only {', '.join(CANCELLABLE)} orders"
+                " can be cancelled",
+                reason="order_not_cancellable",
+            )
+        tx.set_order_status(order_id=order_id, status="cancelled", at=now, reason=reason)
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="order.cancelled",
+            subject_type="order",
+            subject_id=order_id,
+            order_id=order_id,
+            kitchen_id=order["kitchen_id"],
+            reason=reason,
+            details={"previous_status": order["status"]},
+        )
+        for task in tx.tasks_of_order(order_id):
+            others_open = any(
+                other != order_id
+                and (row := tx.order(other)) is not None
+                and row["status"] != "cancelled"
+                for other in tx.order_ids_of_task(str(task["id"]))
+            )
+            if others_open:
+                continue  # the batch still serves another order
+            wasted += _cancel_task(tx, task, order_id=order_id, now=now, actor=actor)
+        updated = tx.order(order_id)
+        assert updated is not None
+        return Cancelled(order_view(tx, updated), wasted)
+
+
+def _cancel_task(tx: Any, task: sqlite3.Row, *, order_id: str, now: float, actor: str) -> int:
+    state = str(task["state"])
+    common = {
+        "subject_type": "task",
+        "subject_id": str(task["id"]),
+        "order_id": order_id,
+        "kitchen_id": task["kitchen_id"],
+        "station_id": task["station_id"],
+    }
+    if state == "done":
+        tx.set_task_wasted(
+            task_id=task["id"], quantity=task["quantity"], finished_at=task["finished_at"], at=now
+        )
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="task.wasted",
+            reason="order_cancelled",
+            details={"quantity": task["quantity"], "sku_id": task["sku_id"]},
+            **common,
+        )
+        return 1
+    if state not in ("planned", "leased", "started"):
+        return 0
+    tx.cancel_task(task_id=task["id"], reason="order_cancelled", at=now)
+    audit.append(
+        tx,
+        at=now,
+        actor_type="operator",
+        actor_id=actor,
+        action="task.cancelled",
+        reason="order_cancelled",
+        details={
+            "previous_state": state,
+            "lease_agent_id": task["lease_agent_id"],
+            "fencing_token": task["fencing_token"],
+            # A started task may be cooking in a kitchen that cannot hear us yet.
+            "kitchen_may_be_cooking": state == "started",
+        },
+        **common,
+    )
+    return 0

@@ -1,0 +1,230 @@
+"""Re-planning after a kitchen pauses or goes offline, equipment fails or predictions drift.
+
+SPEC guarantee 3: only tasks that **cannot have started** move:
+
+- never leased (``state == "planned"`` and never leased);
+- released by the agent (``state == "planned"`` after a lease);
+- leased, its ``start_by`` passed, and the agent synced after ``start_by`` with an empty outbox
+  without reporting a start (it told us everything and did not start it).
+
+Everything else stays. Leased or started tasks on a kitchen the control plane cannot reach are
+*stranded*: flagged for the SLA engine, moved only by an audited operator decision.
+
+A movable task moves only when its placement no longer holds: its kitchen is not active, its
+station lost the capacity it needs, its lease expired, its start passed without a lease, or its
+p90 no longer fits before ``finish_by``. The rest keep their slots, so re-planning is stable.
+
+>>> from control_plane.planning.world import KitchenSpec, SkuSpec, StationSpec, World
+>>> sku = SkuSpec("soup", station_id="stove", duration_s=600.0, freshness_window_min=60)
+>>> kitchens = (KitchenSpec("k1", "offline", (StationSpec("stove", 1),)),
+...             KitchenSpec("k2", "active", (StationSpec("stove", 1),)))
+>>> task = TaskSnapshot("t1", "k1", "stove", "soup", 1, "planned", 1000.0, 1750.0, 3000.0)
+>>> result = replan(0.0, [task], World(kitchens, {"soup": sku}))
+>>> [(m.task_id, m.to_kitchen_id, m.reason) for m in result.moves]
+[('t1', 'k2', 'kitchen_unavailable')]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from control_plane.planning.scheduler import Placement, ReadyWindow, Scheduler
+from control_plane.planning.world import KitchenSpec, World
+
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """A prep task as the control plane knows it now.
+
+    ``promised_by`` and ``transport_s_by_kitchen`` let the task move to a kitchen with another
+    transport time; without them ``finish_by`` is kept wherever it goes.
+    """
+
+    task_id: str
+    kitchen_id: str
+    station_id: str
+    sku_id: str
+    quantity: int
+    state: str  # planned | leased | started | done | failed | cancelled
+    planned_start: float
+    planned_finish: float
+    finish_by: float
+    fresh_from: float = -math.inf
+    ever_leased: bool = False
+    start_by: float | None = None
+    promised_by: float | None = None
+    transport_s_by_kitchen: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class TaskMove:
+    """A task re-placed (maybe at the same kitchen, at another time)."""
+
+    task_id: str
+    from_kitchen_id: str
+    to_kitchen_id: str
+    station_id: str
+    planned_start: float
+    predicted_ready_at: float
+    planned_finish: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class FlaggedTask:
+    """A task that needs a person: stranded on an unreachable kitchen, or nowhere to go."""
+
+    task_id: str
+    kitchen_id: str
+    state: str
+    reason: str  # stranded_unreachable | no_feasible_kitchen
+
+
+@dataclass(frozen=True)
+class ReplanResult:
+    """Moves to apply (with a fencing-token bump), and tasks flagged for the SLA engine."""
+
+    moves: tuple[TaskMove, ...]
+    stranded: tuple[FlaggedTask, ...]
+    unplaceable: tuple[FlaggedTask, ...]
+
+
+@dataclass(frozen=True)
+class ReplanSettings:
+    """``unreachable_after_s``: no sync for this long and a kitchen counts as unreachable."""
+
+    unreachable_after_s: float = 120.0
+    guard_s: float = 0.0
+
+
+def reachable(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> bool:
+    """Whether the kitchen's agent has synced recently enough to count as in contact."""
+    return kitchen.last_sync_at is not None and now - kitchen.last_sync_at <= (
+        settings.unreachable_after_s
+    )
+
+
+def may_have_started(task: TaskSnapshot, kitchen: KitchenSpec | None, now: float) -> bool:
+    """False only when the task provably has not started (the three cases of guarantee 3)."""
+    if task.state == "planned":
+        return False
+    if task.state != "leased" or task.start_by is None or kitchen is None:
+        return True
+    heard_after_deadline = kitchen.last_sync_at is not None and kitchen.last_sync_at > task.start_by
+    return not (task.start_by < now and heard_after_deadline and kitchen.outbox_depth == 0)
+
+
+def replan(
+    now: float,
+    tasks: Sequence[TaskSnapshot],
+    world: World,
+    settings: ReplanSettings = ReplanSettings(),
+) -> ReplanResult:
+    """Decide which tasks move where, and which are stranded; deterministic."""
+    kitchens = {k.kitchen_id: k for k in world.kitchens}
+    scheduler = Scheduler(now, world, guard_s=settings.guard_s, asap=False)
+    live = sorted((t for t in tasks if t.state not in TERMINAL), key=_order)
+    stranded: list[FlaggedTask] = []
+    movable: list[TaskSnapshot] = []
+    for task in live:
+        kitchen = kitchens.get(task.kitchen_id)
+        if may_have_started(task, kitchen, now):
+            # Immovable work keeps its slot, even beyond a station's reduced capacity.
+            if task.kitchen_id in scheduler.kitchens:
+                scheduler.timeline(task.kitchen_id, task.station_id).book(
+                    task.planned_start, task.planned_finish
+                )
+            if kitchen is None or not reachable(kitchen, now, settings):
+                stranded.append(
+                    FlaggedTask(task.task_id, task.kitchen_id, task.state, "stranded_unreachable")
+                )
+        else:
+            movable.append(task)
+    to_move: list[tuple[TaskSnapshot, str]] = []
+    for task in movable:
+        reason = _why_move(task, kitchens.get(task.kitchen_id), now, world, scheduler)
+        if reason is None:
+            timeline = scheduler.timeline(task.kitchen_id, task.station_id)
+            if timeline.peak(task.planned_start, task.planned_finish) < timeline.slots:
+                timeline.book(task.planned_start, task.planned_finish)
+                continue
+            reason = "capacity_lost"
+        to_move.append((task, reason))
+    moves: list[TaskMove] = []
+    unplaceable: list[FlaggedTask] = []
+    for task, reason in sorted(to_move, key=lambda p: (p[0].finish_by, p[0].task_id)):
+        placement = _place(task, now, world, scheduler)
+        if placement is None:
+            unplaceable.append(
+                FlaggedTask(task.task_id, task.kitchen_id, task.state, "no_feasible_kitchen")
+            )
+            continue
+        scheduler.book(placement)
+        moves.append(
+            TaskMove(
+                task.task_id,
+                task.kitchen_id,
+                placement.kitchen_id,
+                placement.station_id,
+                placement.start,
+                placement.predicted_ready_at,
+                placement.planned_finish,
+                reason,
+            )
+        )
+    return ReplanResult(tuple(moves), tuple(stranded), tuple(unplaceable))
+
+
+def _order(task: TaskSnapshot) -> tuple[float, str]:
+    return (task.planned_start, task.task_id)
+
+
+def _why_move(
+    task: TaskSnapshot,
+    kitchen: KitchenSpec | None,
+    now: float,
+    world: World,
+    scheduler: Scheduler,
+) -> str | None:
+    sku = world.skus.get(task.sku_id)
+    if kitchen is None or sku is None or kitchen.status != "active":
+        return "kitchen_unavailable"
+    if scheduler.can_make(kitchen, sku) is not None:
+        return "equipment_unavailable"
+    if task.state == "leased":
+        return "lease_expired"
+    if task.ever_leased:
+        return "released"
+    if task.planned_start < now:
+        return "start_missed"
+    if task.planned_start + scheduler.estimate(kitchen.kitchen_id, sku).p90_s > task.finish_by:
+        return "prediction_drift"
+    return None
+
+
+def _place(task: TaskSnapshot, now: float, world: World, scheduler: Scheduler) -> Placement | None:
+    sku = world.skus.get(task.sku_id)
+    if sku is None:
+        return None
+    options: list[tuple[tuple[float, float, str], Placement]] = []
+    for kitchen_id, kitchen in scheduler.kitchens.items():
+        if scheduler.can_make(kitchen, sku) is not None:
+            continue
+        due = task.finish_by
+        if task.promised_by is not None and task.transport_s_by_kitchen is not None:
+            transport_s = task.transport_s_by_kitchen.get(kitchen_id)
+            if transport_s is None:
+                continue
+            due = task.promised_by - transport_s
+        window = ReadyWindow(due=due, fresh_from=task.fresh_from, not_before=now)
+        placement = scheduler.fit(kitchen_id, sku, window)
+        if placement is not None:
+            # Just in time first, then staying home, then by id.
+            shift = due - placement.planned_finish
+            home = 0.0 if kitchen_id == task.kitchen_id else 1.0
+            options.append(((shift, home, kitchen_id), placement))
+    return min(options, key=lambda o: o[0])[1] if options else None

@@ -1,0 +1,193 @@
+"""The ingest loop: everything the device plane reports, checked, summarised and stored.
+
+Links (MQTT, serial) never write to the store themselves: they :meth:`Ingest.submit` what they
+decoded into a bounded queue and return at once, so a slow disk never stalls paho's network
+thread or a serial reader. One thread, ``brigade-ingest``, drains the queue every
+``flush_s`` and, per flush:
+
+* tracks device ``seq`` gaps (messages the broker dropped) and last-seen times;
+* feeds temperatures to the :class:`~edge_agent.monitor.SafetyMonitor`; an alert is committed
+  with its evidence (``synchronous=FULL``) in its own transaction;
+* aggregates readings into per-window summaries and queues closed windows in the routine lane
+  in one transaction (group commit: a power cut may lose the readings of the last
+  ``flush_s``, the one weaker durability the agent accepts, and only for routine telemetry);
+* records device status changes (``device.status`` in the priority lane).
+
+A full queue drops the reading and counts it (``queue_full``); status changes have their own
+queue so a telemetry flood cannot push them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+
+from edge_agent.clock import Clock
+from edge_agent.executor import EventRecord
+from edge_agent.monitor import Actions, SafetyMonitor
+from edge_agent.readings import Observed, SeqTracker, StatusSeen, WindowAggregator
+from edge_agent.store import DeviceActivity, Store
+from protocol import EventType
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """The device plane's way into the store; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        monitor: SafetyMonitor,
+        clock: Clock,
+        window_s: float = 60.0,
+        flush_s: float = 0.25,
+        queue_size: int = 20_000,
+        max_batch: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.monitor = monitor
+        self.clock = clock
+        self.flush_s = flush_s
+        self.max_batch = max_batch
+        self.seqs = SeqTracker()
+        self.windows = WindowAggregator(window_s=window_s)
+        self._observed: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
+        self._statuses: queue.Queue[StatusSeen] = queue.Queue(maxsize=1000)
+        self._counts_lock = threading.Lock()
+        self.readings_ingested = 0
+        self.dropped: Counter[str] = Counter()
+        self.alerts_raised = 0
+
+    # -- from the links (any thread) ----------------------------------------------------------
+
+    def submit(self, item: Observed | StatusSeen) -> bool:
+        """Queue ``item`` without blocking; ``False`` (and counted) when the queue is full."""
+        target: queue.Queue[Observed] | queue.Queue[StatusSeen]
+        target = self._statuses if isinstance(item, StatusSeen) else self._observed
+        try:
+            target.put_nowait(item)  # type: ignore[arg-type]
+        except queue.Full:
+            self.count_drop("queue_full", len(getattr(item, "readings", ())) or 1)
+            return False
+        return True
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self.dropped[reason] += n
+
+    def counts(self) -> dict[str, object]:
+        with self._counts_lock:
+            return {
+                "readings_ingested": self.readings_ingested,
+                "dropped": dict(self.dropped),
+                "alerts_raised": self.alerts_raised,
+                "missed_messages": self.seqs.missed_total,
+                "queue_depth": self._observed.qsize(),
+            }
+
+    # -- the ingest thread --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Flush every ``flush_s`` until ``stop``; a last flush closes every open window."""
+        while not stop.wait(self.flush_s):
+            self._safe_flush(force=False)
+        self._safe_flush(force=True)
+
+    def _safe_flush(self, *, force: bool) -> None:
+        try:
+            self.flush(force=force)
+        except Exception:
+            # A bad batch must not end the thread: food-safety monitoring would stop silently.
+            log.exception("ingest flush failed")
+
+    def flush(self, *, force: bool = False) -> int:
+        """Process what is queued now; returns how many readings were taken in."""
+        now = self.clock.wall()
+        actions = Actions()
+        while True:
+            try:
+                status = self._statuses.get_nowait()
+            except queue.Empty:
+                break
+            actions.extend(self._status(status))
+        batch: list[Observed] = []
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._observed.get_nowait())
+            except queue.Empty:
+                break
+        activity: dict[str, DeviceActivity] = {}
+        taken = 0
+        for item in batch:
+            missed = 0
+            if item.seq is not None:
+                missed = self.seqs.observe(item.device_id, item.seq)
+                self.windows.add_missed(item.device_id, missed)
+            previous = activity.get(item.device_id)
+            activity[item.device_id] = DeviceActivity(
+                device_id=item.device_id,
+                link=item.link,
+                seen_at=item.at,
+                last_seq=self.seqs.last(item.device_id),
+                missed=missed + (previous.missed if previous else 0),
+            )
+            for reading in item.readings:
+                self.windows.add(reading)
+                actions.extend(self.monitor.on_reading(reading))
+                taken += 1
+        self.apply(actions, at=now)
+        summaries = self.windows.close(now=now, force=force)
+        self.store.append_routine(
+            events=[
+                EventRecord(type=EventType.READINGS_SUMMARY.value, payload=s.payload())
+                for s in summaries
+            ],
+            occurred_at=now,
+        )
+        self.store.record_device_activity(seen=list(activity.values()))
+        with self._counts_lock:
+            self.readings_ingested += taken
+        return taken
+
+    def apply(self, actions: Actions, *, at: float) -> None:
+        """Persist the monitor's decisions: each alert with its evidence, then the rest."""
+        for alert, proof in actions.alerts:
+            if self.store.raise_alert(alert=alert, at=at, evidence=proof) is not None:
+                with self._counts_lock:
+                    self.alerts_raised += 1
+                log.warning(
+                    "food-safety alert raised",
+                    extra={
+                        "alert_id": alert.alert_id,
+                        "kind": alert.kind,
+                        "severity": alert.severity,
+                        "device_id": alert.device_id,
+                    },
+                )
+        self.store.record_evidence(readings=actions.evidence, at=at)
+        for alert_id in actions.cleared:
+            self.store.clear_alert(alert_id=alert_id, at=at)
+
+    def _status(self, seen: StatusSeen) -> Actions:
+        if seen.online is None:
+            self.store.record_birth(
+                device_id=seen.device_id,
+                link=seen.link,
+                kind=seen.kind,
+                model=seen.model or "",
+                firmware=seen.firmware or "",
+                at=seen.at,
+            )
+            return Actions()
+        self.store.record_device_status(
+            device_id=seen.device_id,
+            link=seen.link,
+            status="online" if seen.online else "offline",
+            at=seen.at,
+            kind=seen.kind,
+        )
+        return self.monitor.on_device_status(seen.device_id, online=seen.online, at=seen.at)

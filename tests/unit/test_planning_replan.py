@@ -1,0 +1,201 @@
+"""Re-planning moves only tasks that cannot have started (SPEC guarantee 3)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from control_plane.planning.replan import TaskSnapshot, replan
+from control_plane.planning.world import KitchenSpec, World
+from tests.fixtures_planning import SKUS, T0, concurrency_at, kitchen
+
+FAST = settings(max_examples=80, deadline=None)
+
+
+def task(
+    task_id: str,
+    state: str,
+    *,
+    kitchen_id: str = "k1",
+    start: float = T0 + 600,
+    ever_leased: bool = False,
+    start_by: float | None = None,
+    sku_id: str = "stew",
+) -> TaskSnapshot:
+    duration = SKUS[sku_id].duration_s * 1.25
+    station = SKUS[sku_id].station_id
+    return TaskSnapshot(
+        task_id,
+        kitchen_id,
+        station,
+        sku_id,
+        1,
+        state,
+        start,
+        start + duration,
+        start + duration + 3600,
+        ever_leased=ever_leased or state == "leased",
+        start_by=start_by,
+    )
+
+
+def world(*kitchens: KitchenSpec) -> World:
+    return World(tuple(kitchens), SKUS)
+
+
+def test_kitchen_going_offline_moves_unleased_work_and_strands_leased_work() -> None:
+    """Never-leased tasks move to another kitchen; leased and started ones stay, flagged."""
+    w = world(kitchen("k1", status="offline", last_sync_at=T0 - 3600), kitchen("k2"))
+    tasks = [
+        task("planned", "planned"),
+        task("leased", "leased", start_by=T0 + 900),
+        task("started", "started"),
+    ]
+    result = replan(T0, tasks, w)
+    assert [(m.task_id, m.to_kitchen_id) for m in result.moves] == [("planned", "k2")]
+    assert [(f.task_id, f.reason) for f in result.stranded] == [
+        ("leased", "stranded_unreachable"),
+        ("started", "stranded_unreachable"),
+    ]
+
+
+def test_expired_lease_of_a_reachable_agent_moves() -> None:
+    """Start-by passed, the agent synced afterwards with an empty outbox: the task is re-placed."""
+    w = world(kitchen("k1", last_sync_at=T0 - 10))
+    result = replan(T0, [task("t", "leased", start=T0 + 60, start_by=T0 - 60)], w)
+    assert [(m.task_id, m.reason) for m in result.moves] == [("t", "lease_expired")]
+
+
+def test_expired_lease_without_contact_since_the_deadline_stays() -> None:
+    """If we have not heard from the agent since its start-by, it may have started: keep it."""
+    w = world(kitchen("k1", last_sync_at=T0 - 120))
+    result = replan(T0, [task("t", "leased", start_by=T0 - 60)], w)
+    assert result.moves == ()
+
+
+def test_expired_lease_with_undrained_outbox_stays() -> None:
+    """A start may sit in the agent's unsent outbox: keep the task."""
+    w = world(kitchen("k1", last_sync_at=T0 - 10, outbox_depth=3))
+    assert replan(T0, [task("t", "leased", start_by=T0 - 60)], w).moves == ()
+
+
+def test_released_task_moves_and_valid_planned_task_stays() -> None:
+    """A released task is re-placed; a planned one whose slot still holds is left alone."""
+    w = world(kitchen("k1"))
+    tasks = [task("kept", "planned", start=T0 + 7200), task("rel", "planned", ever_leased=True)]
+    result = replan(T0, tasks, w)
+    assert [(m.task_id, m.reason) for m in result.moves] == [("rel", "released")]
+
+
+def test_failed_equipment_moves_work_that_no_longer_fits() -> None:
+    """One of two grills fails: of two overlapping planned batches, one moves."""
+    w = world(kitchen("k1", equipment_health=("ok", "failed", "ok")), kitchen("k2"))
+    tasks = [
+        task("a", "planned", sku_id="burger", start=T0 + 600),
+        task("b", "planned", sku_id="burger", start=T0 + 600),
+    ]
+    result = replan(T0, tasks, w)
+    assert [(m.task_id, m.reason) for m in result.moves] == [("b", "capacity_lost")]
+
+
+def test_nowhere_to_go_is_flagged_not_dropped() -> None:
+    """With every kitchen paused, a task to move is reported unplaceable."""
+    w = world(kitchen("k1", status="paused"))
+    result = replan(T0, [task("t", "planned")], w)
+    assert [(f.task_id, f.reason) for f in result.unplaceable] == [("t", "no_feasible_kitchen")]
+
+
+STATES = ["planned", "leased", "started", "done", "failed", "cancelled"]
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[float, list[TaskSnapshot], World]:
+    kitchens = [
+        kitchen(
+            kitchen_id,
+            status=draw(st.sampled_from(["active", "active", "paused", "offline"])),
+            equipment_health=draw(
+                st.none() | st.tuples(*[st.sampled_from(["ok", "failed", "offline"])] * 3)
+            ),
+            last_sync_at=draw(st.none() | st.floats(T0 - 600, T0)),
+            outbox_depth=draw(st.sampled_from([0, 0, 5])),
+        )
+        for kitchen_id in ("k1", "k2", "k3")
+    ]
+    tasks = []
+    for n in range(draw(st.integers(0, 12))):
+        state = draw(st.sampled_from(STATES))
+        tasks.append(
+            task(
+                f"t{n:02d}",
+                state,
+                kitchen_id=draw(st.sampled_from(["k1", "k2", "k3"])),
+                start=T0 + draw(st.floats(-900, 7200)),
+                ever_leased=draw(st.booleans()),
+                start_by=draw(st.none() | st.floats(T0 - 600, T0 + 600)),
+                sku_id=draw(st.sampled_from(["burger", "fries", "stew"])),
+            )
+        )
+    return T0, tasks, World(tuple(kitchens), SKUS)
+
+
+@FAST
+@given(scenario())
+def test_replanning_never_moves_a_task_that_may_have_started(
+    case: tuple[float, list[TaskSnapshot], World],
+) -> None:
+    """Every moved task was planned (never leased or released) or had a lease that expired
+    while its agent was in contact with an empty outbox; started/done ones never move."""
+    now, tasks, w = case
+    kitchens = {k.kitchen_id: k for k in w.kitchens}
+    by_id = {t.task_id: t for t in tasks}
+    for move in replan(now, tasks, w).moves:
+        t = by_id[move.task_id]
+        k = kitchens[t.kitchen_id]
+        provably_not_started = t.state == "planned" or (
+            t.state == "leased"
+            and t.start_by is not None
+            and t.start_by < now
+            and k.last_sync_at is not None
+            and k.last_sync_at > t.start_by
+            and k.outbox_depth == 0
+        )
+        assert provably_not_started
+
+
+@FAST
+@given(scenario())
+def test_moved_tasks_land_on_active_kitchens_within_slots(
+    case: tuple[float, list[TaskSnapshot], World],
+) -> None:
+    """Re-placed tasks go to active kitchens, never where the station (with the work that stays
+    and the other moves) is already at its effective slots."""
+    now, tasks, w = case
+    result = replan(now, tasks, w)
+    kitchens = {k.kitchen_id: k for k in w.kitchens}
+    moved = {m.task_id for m in result.moves}
+    gone = moved | {f.task_id for f in result.unplaceable}
+    for move in result.moves:
+        k = kitchens[move.to_kitchen_id]
+        assert k.status == "active"
+        assert move.planned_start >= now
+        here = (move.to_kitchen_id, move.station_id)
+        occupied = [
+            (t.planned_start, t.planned_finish)
+            for t in tasks
+            if t.task_id not in gone
+            and t.state not in {"done", "failed", "cancelled"}
+            and (t.kitchen_id, t.station_id) == here
+        ] + [
+            (m.planned_start, m.planned_finish)
+            for m in result.moves
+            if (m.to_kitchen_id, m.station_id) == here
+        ]
+        instants = {move.planned_start} | {
+            start for start, _ in occupied if move.planned_start <= start < move.planned_finish
+        }
+        slots = k.effective_slots(move.station_id)
+        assert all(concurrency_at(occupied, i) <= slots for i in instants)
+    stranded_ids = {f.task_id for f in result.stranded}
+    assert not moved & stranded_ids
+    assert all(f.reason == "stranded_unreachable" for f in result.stranded)
