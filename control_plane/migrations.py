@@ -127,4 +127,43 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
         """,
     ),
+    (
+        # Open work per station, kept by the database itself as tasks change, so planning an
+        # order reads one row per station instead of summing every open task.
+        "0004_station_open_work",
+        """
+        CREATE TABLE station_open_work (
+            kitchen_id TEXT NOT NULL, station_id TEXT NOT NULL,
+            open_work_s REAL NOT NULL DEFAULT 0, PRIMARY KEY (kitchen_id, station_id));
+        INSERT INTO station_open_work (kitchen_id, station_id, open_work_s)
+            SELECT kitchen_id, station_id, SUM(duration_s) FROM prep_tasks
+            WHERE state IN ('planned', 'leased', 'started') GROUP BY kitchen_id, station_id;
+        CREATE TRIGGER open_work_on_insert AFTER INSERT ON prep_tasks
+            WHEN NEW.state IN ('planned', 'leased', 'started')
+        BEGIN
+            INSERT INTO station_open_work (kitchen_id, station_id, open_work_s)
+                VALUES (NEW.kitchen_id, NEW.station_id, NEW.duration_s)
+                ON CONFLICT (kitchen_id, station_id)
+                DO UPDATE SET open_work_s = open_work_s + excluded.open_work_s;
+        END;
+        CREATE TRIGGER open_work_on_update
+            AFTER UPDATE OF state, kitchen_id, station_id, duration_s ON prep_tasks
+        BEGIN
+            UPDATE station_open_work SET open_work_s = open_work_s - OLD.duration_s
+                WHERE OLD.state IN ('planned', 'leased', 'started')
+                AND kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id;
+            INSERT INTO station_open_work (kitchen_id, station_id, open_work_s)
+                SELECT NEW.kitchen_id, NEW.station_id, NEW.duration_s
+                WHERE NEW.state IN ('planned', 'leased', 'started')
+                ON CONFLICT (kitchen_id, station_id)
+                DO UPDATE SET open_work_s = open_work_s + excluded.open_work_s;
+        END;
+        CREATE TRIGGER open_work_on_delete AFTER DELETE ON prep_tasks
+            WHEN OLD.state IN ('planned', 'leased', 'started')
+        BEGIN
+            UPDATE station_open_work SET open_work_s = open_work_s - OLD.duration_s
+                WHERE kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id;
+        END;
+        """,
+    ),
 )

@@ -38,7 +38,7 @@ from protocol.events import (
     TaskStarted,
     parse_event_payload,
 )
-from protocol.sync_api import SyncRequest, SyncResponse
+from protocol.sync_api import Cancellation, Lease, SyncRequest, SyncResponse
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,8 @@ def sync(
                 f" this credential is agent {agent.agent_id} of kitchen {agent.kitchen_id}"
             )
     stats = SyncStats()
-    with store.write() as tx:
+
+    def apply(tx: Writer) -> tuple[BatchPlan, list[Lease], list[str], list[Cancellation]]:
         row = tx.agent(agent.agent_id)
         assert row is not None
         previous_clock = (
@@ -301,6 +302,10 @@ def sync(
             outbox_depth=request.heartbeat.outbox_depth,
             reconnect_json=None if reconnect is None else reconnect.to_json(),
         )
+        return batch, granted, lost, cancellations
+
+    # Group-committed with concurrent syncs and orders: answered only once on disk.
+    batch, granted, lost, cancellations = store.submit(apply)
     stats.leases_granted, stats.leases_lost = len(granted), len(lost)
     stats.cancellations = len(cancellations)
     response = SyncResponse(

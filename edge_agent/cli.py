@@ -28,7 +28,7 @@ from edge_agent.errors import (
 )
 from edge_agent.links.control_plane import ControlPlaneClient
 from edge_agent.logs import configure_logging
-from edge_agent.store import Store, read_boot_id
+from edge_agent.status import format_status, status_report
 
 app = typer.Typer(
     help="Brigade edge agent: runs prep tasks on the kitchen's equipment, online or not.",
@@ -146,43 +146,21 @@ def status(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show identity, outbox depth, last sync and tasks, read from the local store.
+    """Show identity, links, outbox, last sync, tasks, devices, open alerts and disk use.
 
     Example:
 
         brigade-agent status --config /etc/brigade/agent.json --json
     """
     try:
-        settings = load_config(config)
-        with Store.open(settings.db_path, boot_id=read_boot_id()) as store:
-            last_seq, acked_seq = store.sequence()
-            sync = store.sync_state()
-            active = [t.run.task_id for t in store.active_tasks()]
-            report: dict[str, Any] = {
-                "agent_id": settings.agent_id,
-                "kitchen_id": settings.kitchen_id,
-                "control_plane_url": settings.control_plane_url,
-                "mqtt": f"{settings.mqtt_host}:{settings.mqtt_port}",
-                "outbox_depth": store.outbox_depth(),
-                "last_seq": last_seq,
-                "acked_seq": acked_seq,
-                "last_sync": sync,
-                "tasks_by_state": store.run_counts(),
-                "active_tasks": active,
-            }
+        report = status_report(load_config(config))
     except AgentError as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(report, sort_keys=True))
         return
-    last_ok = sync.get("last_success_at")
-    typer.echo(f"agent {report['agent_id']} (kitchen {report['kitchen_id']})")
-    typer.echo(f"control plane {report['control_plane_url']}, broker {report['mqtt']}")
-    typer.echo(f"outbox {report['outbox_depth']} events (last seq {last_seq}, acked {acked_seq})")
-    ago = f"{time.time() - float(last_ok):.0f}s ago" if last_ok else "never"
-    error = f", last error: {sync['last_error']}" if sync.get("last_error") else ""
-    typer.echo(f"last successful sync: {ago}{error}")
-    typer.echo(f"active tasks: {', '.join(active) or 'none'}")
+    for line in format_status(report, now=time.time()):
+        typer.echo(line)
 
 
 def main() -> None:

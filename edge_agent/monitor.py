@@ -79,9 +79,17 @@ class SafetyMonitor:
         self._probes: dict[tuple[str, str], ProbeState] = {}
         self._open: dict[tuple[str, str, str], str] = {}  # (device, probe, kind) -> alert id
         self._offline_since: dict[str, float] = {}
+        self._thresholds: dict[str, tuple[str | None, Thresholds]] = {}
 
     def thresholds(self, device_id: str) -> Thresholds:
-        return thresholds_for(self._kind_of(device_id), self.pack, self._overrides.get(device_id))
+        """The device's thresholds, cached per (device, kind): readings come thousands a second."""
+        kind = self._kind_of(device_id)
+        cached = self._thresholds.get(device_id)
+        if cached is not None and cached[0] == kind:
+            return cached[1]
+        thresholds = thresholds_for(kind, self.pack, self._overrides.get(device_id))
+        self._thresholds[device_id] = (kind, thresholds)
+        return thresholds
 
     def seed_open_alerts(self, alert_ids: Iterable[str]) -> None:
         """Alerts still open in the store (from before a restart) are not raised again."""

@@ -348,14 +348,18 @@ def _holding_on_reading(
         # Also clears an alert carried over from before a restart (no breach_since then).
         if f"{kind}_breach" in state.raised:
             cleared.append(f"{kind}_breach")
-        state = replace(state, breach_since=None, raised=state.raised - {f"{kind}_breach"})
+            state = replace(state, raised=state.raised - {f"{kind}_breach"})
+        if state.breach_since is not None:
+            state = replace(state, breach_since=None)
     if _beyond(reading.value_c, t.alarm_c, t.mode):
         if state.alarm_since is None:
             state = replace(state, alarm_since=reading.at)
     else:
         if f"{kind}_alarm" in state.raised:
             cleared.append(f"{kind}_alarm")
-        state = replace(state, alarm_since=None, raised=state.raised - {f"{kind}_alarm"})
+            state = replace(state, raised=state.raised - {f"{kind}_alarm"})
+        if state.alarm_since is not None:
+            state = replace(state, alarm_since=None)
     return state
 
 

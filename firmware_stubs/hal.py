@@ -50,3 +50,13 @@ class Transport(Protocol):
     """The MQTT link; the Last Will is configured by whoever owns the connection."""
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None: ...
+
+
+class Uart(Protocol):
+    """A serial port as a board has it: write bytes, read whatever is waiting (never blocks)."""
+
+    def write(self, data: bytes) -> int | None: ...
+
+    def read(self) -> bytes | None:
+        """The bytes received since the last call: ``b""`` or ``None`` when there are none."""
+        ...

@@ -34,6 +34,9 @@ class KindSpec:
         telemetry_interval_s: float = 30.0,
         has_door: bool = True,
         has_core_probe: bool = False,
+        max_approach_s: float = 1800.0,
+        alarm_band_c: float = 3.0,
+        alarm_delay_s: float = 300.0,
     ) -> None:
         self.kind = kind
         self.behaviour = behaviour
@@ -56,6 +59,13 @@ class KindSpec:
         #: Fitted hardware: a door switch, a core probe for the product.
         self.has_door = has_door
         self.has_core_probe = has_core_probe
+        #: A cycle that has not reached its set point after this long has a failed element
+        #: (heater or compressor): the device raises ``element_fault`` and gives the cycle up.
+        self.max_approach_s = max_approach_s
+        #: Holding equipment raises ``temperature_alarm`` when the measured temperature has
+        #: been more than ``alarm_band_c`` from the set point for ``alarm_delay_s``.
+        self.alarm_band_c = alarm_band_c
+        self.alarm_delay_s = alarm_delay_s
         if behaviour == CYCLE:
             self.actions = (cycle_action, "stop", "configure")
         else:
@@ -98,6 +108,7 @@ KINDS = {
             run_mode="cooling",
             ready_band_c=3.0,
             has_core_probe=True,
+            max_approach_s=3600.0,
         ),
         KindSpec(
             "fridge",

@@ -6,7 +6,10 @@ the kind's ready band it runs the duration (``cooking``), then answers ``done`` 
 ``data={"core_temp_c": ...}`` when it has a core probe and returns to rest (an oven idles with
 the element off, a fryer holds its oil at the standby set point). While a cycle runs, ``state``
 carries its ``command_id``, ``task_id`` and ``step``: the batch reference kept with the
-temperatures. A second cycle command while busy is rejected ``busy``.
+temperatures. A second cycle command while busy is rejected ``busy``. A cycle that cannot reach
+its set point within the kind's ``max_approach_s`` (a dead heating element or compressor) raises
+an ``element_fault`` event (critical) and is answered ``rejected`` (``element_fault``): the
+device did not cook the batch, and says so rather than holding it forever.
 
 >>> from firmware_stubs.fakes import Element, ManualClock, RecordingTransport, Thermometer
 >>> from firmware_stubs.kinds import spec_for
@@ -57,6 +60,7 @@ class CycleFirmware(Firmware):
             "setpoint_c": setpoint,
             "duration_s": duration,
             "ends_at": None,
+            "approach_deadline": self.clock.monotonic() + self.spec.max_approach_s,
         }
         self.send_ack(command["command_id"], "accepted")
         self.set_point(setpoint, self.spec.approach_mode)
@@ -72,6 +76,8 @@ class CycleFirmware(Firmware):
                 self.temp_c is None
                 or abs(self.temp_c - cycle["setpoint_c"]) > self.spec.ready_band_c
             ):
+                if now >= cycle["approach_deadline"]:
+                    self.element_fault(cycle)
                 return
             cycle["ends_at"] = now + cycle["duration_s"]
             self.set_point(cycle["setpoint_c"], self.spec.run_mode)
@@ -83,6 +89,17 @@ class CycleFirmware(Firmware):
             evidence = None if core is None else {"core_temp_c": core}
             self.send_ack(cycle["command_id"], "done", None, evidence)
             self.rest()
+
+    def element_fault(self, cycle: "JsonObject") -> None:
+        """The set point was not reached in time: report the fault and give the cycle up."""
+        self.cycle = None
+        detail = "set point " + str(cycle["setpoint_c"]) + " not reached; at " + str(self.temp_c)
+        batch = {"command_id": cycle["command_id"], "setpoint_c": cycle["setpoint_c"]}
+        if cycle["task_id"] is not None:
+            batch["task_id"] = cycle["task_id"]
+        self.publish_event("element_fault", "critical", detail, batch)
+        self.send_ack(cycle["command_id"], "rejected", "element_fault")
+        self.rest()
 
     def abandon(self, why: str) -> None:
         cycle = self.cycle

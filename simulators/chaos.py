@@ -38,9 +38,9 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 Mode = Literal["pass", "blackhole", "delay", "bandwidth", "reset", "half-open"]
 Direction = Literal["upstream", "downstream"]
@@ -94,10 +94,10 @@ def make_fault(
     if direction not in (None, "upstream", "downstream"):
         raise ChaosError(f"direction must be 'upstream' or 'downstream', not {direction!r}")
     return Fault(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         delay_ms=float(delay_ms or 0.0),
         bytes_per_s=float(bytes_per_s or 0.0),
-        direction=direction or "downstream",  # type: ignore[arg-type]
+        direction=cast(Direction, direction or "downstream"),
     )
 
 
@@ -298,12 +298,13 @@ class FaultProxy:
 
     async def _shutdown(self) -> None:
         self._closing = True
-        if self._server is not None:
-            self._server.close()
-        # Connections the server accepted but whose handler has not run yet must get to run
-        # (and see _closing): a handler cancelled before it starts would leak its socket.
+        # A socket accepted in the last loop turn gets its transport in the next one; closing
+        # the server in between leaks it (asyncio asserts in Server._attach). Let them land;
+        # their handlers see _closing and abort at once.
         for _ in range(3):
             await asyncio.sleep(0)
+        if self._server is not None:
+            self._server.close()
         for link in list(self._links):
             await self._close_link(link)
         handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -324,6 +325,9 @@ class FaultProxy:
         assert self._changed is not None
         async with self._changed:
             self._changed.notify_all()
+
+    def _resetting(self) -> bool:
+        return self.fault.mode == "reset"
 
     def _reset(self, link: _Link) -> None:
         link.closed = True
@@ -363,7 +367,7 @@ class FaultProxy:
         try:
             if self._closing:
                 return
-            if self.fault.mode == "reset":
+            if self._resetting():
                 self._reset(link)
                 return
             if await self._until_forwarding(link, None) is None:
@@ -379,7 +383,7 @@ class FaultProxy:
                 self._reset(link)
                 return
             link.upstream = up_writer
-            if link.closed or self.fault.mode == "reset":
+            if link.closed or self._resetting():
                 self._reset(link)
                 return
             await asyncio.gather(

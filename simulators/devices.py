@@ -81,6 +81,8 @@ class SimulatedPlant:
         self.state = physics.Thermal(temp_c=temp_c)
         self.setpoint_c: float | None = None
         self.door_open = False
+        #: A dead heating element or compressor: the firmware's set point has no effect.
+        self.element_failed = False
         self._at = monotonic
 
     def advance(self, monotonic: float) -> None:
@@ -88,7 +90,7 @@ class SimulatedPlant:
             self.state,
             self.params,
             dt_s=monotonic - self._at,
-            setpoint_c=self.setpoint_c,
+            setpoint_c=None if self.element_failed else self.setpoint_c,
             door_open=self.door_open,
         )
         self._at = monotonic
@@ -268,6 +270,18 @@ class SimulatedDevice:
 
     def close_door(self) -> None:
         self.plant.door_open = False
+
+    def fail_element(self) -> None:
+        """The heating element (or compressor) dies: the chamber drifts to ambient, and the
+        firmware notices (``element_fault`` on a cycle, ``temperature_alarm`` when holding)."""
+        self.plant.element_failed = True
+
+    def repair_element(self) -> None:
+        self.plant.element_failed = False
+
+    def load_product(self) -> None:
+        """Staff put product in (cold into an oven or fridge, hot into a chiller)."""
+        self.plant.state = physics.load(self.plant.state, self.plant.params)
 
     def __enter__(self) -> SimulatedDevice:
         return self.start() if self._thread is None else self

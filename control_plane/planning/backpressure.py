@@ -40,8 +40,8 @@ class Signals:
 
     ``queue_work_s``: planned work not yet done; ``capacity_s``: what its healthy slots can do
     within ``horizon_s`` (slots x horizon); ``at_risk_fraction``: open orders with a negative
-    SLA margin; ``capacity_lost_fraction``: slots removed by failed/offline equipment; ``ingestion_lag_s``:
-    age of the oldest unapplied agent event.
+    SLA margin; ``capacity_lost_fraction``: slots removed by failed/offline equipment;
+    ``ingestion_lag_s``: age of the oldest unapplied agent event.
     """
 
     queue_work_s: float = 0.0

@@ -420,6 +420,7 @@ def _plan_one(
     candidates: list[tuple[tuple[float | str, ...], str]] = []
     transports: dict[str, float] = {}
     windows: dict[str, list[ReadyWindow]] = {}
+    hints: dict[str, list[_Task | None]] = {}
 
     def windows_at(kitchen_id: str) -> list[ReadyWindow]:
         found = windows.get(kitchen_id)
@@ -437,23 +438,24 @@ def _plan_one(
 
     not_before = now if order.not_before is None else order.not_before
     hold = [_hold_s(sku) for sku in skus]
-    kitchens, can_make, by_kitchen = (
+    kitchens, can_make, makeable, by_kitchen = (
         scheduler.kitchens,
         scheduler.can_make,
+        scheduler.makeable,
         order.transport_min_by_kitchen,
     )
+    sku_ids = frozenset(sku.sku_id for sku in skus)
+    shortest_window_s = min(sku.freshness_window_min for sku in skus) * 60.0
     for kitchen_id in reachable:
         kitchen = kitchens[kitchen_id]
         transport_s = (
             order.transport_min * 60.0 if by_kitchen is None else by_kitchen[kitchen_id] * 60.0
         )
         reason = None
-        for sku in skus:
-            reason = can_make(kitchen, sku)
-            if reason is None and transport_s > sku.freshness_window_min * 60.0:
-                reason = "freshness_infeasible"
-            if reason is not None:
-                break
+        if not sku_ids <= makeable(kitchen_id):
+            reason = next(r for sku in skus if (r := can_make(kitchen, sku)) is not None)
+        elif transport_s > shortest_window_s:
+            reason = "freshness_infeasible"
         if reason is None and needs and scheduler.stock_short(kitchen, needs):
             reason = "stock_insufficient"
         if reason is not None:
@@ -469,17 +471,19 @@ def _plan_one(
     if settings.batching and not settings.nearest_first:
         # Among the best-ranked kitchens, those with a batch to join come first.
         head = candidates[: settings.candidates]
-        joins = [
-            any(
-                (batches := open_batches.get((kitchen_id, sku.sku_id))) is not None
-                and batches.joinable(
+        joins = []
+        for _, kitchen_id in head:
+            # What each line could join, with nothing else joined yet: the attempt reuses it.
+            found = [
+                None
+                if (batches := open_batches.get((kitchen_id, sku.sku_id))) is None
+                else batches.joinable(
                     order.items[line][1], windows_at(kitchen_id)[line], settings.guard_s, {}
                 )
-                is not None
                 for line, sku in enumerate(skus)
-            )
-            for _, kitchen_id in head
-        ]
+            ]
+            hints[kitchen_id] = found
+            joins.append(any(batch is not None for batch in found))
         head = [c for c, j in zip(head, joins, strict=True) if j] + [
             c for c, j in zip(head, joins, strict=True) if not j
         ]
@@ -488,7 +492,14 @@ def _plan_one(
     feasible = 0
     for _, kitchen_id in candidates:
         attempt = _attempt(
-            order, kitchen_id, windows_at(kitchen_id), world, scheduler, open_batches, settings
+            order,
+            kitchen_id,
+            windows_at(kitchen_id),
+            world,
+            scheduler,
+            open_batches,
+            settings,
+            hints.get(kitchen_id),
         )
         if attempt is None:
             reasons[kitchen_id] = "deadline_infeasible"
@@ -522,6 +533,7 @@ def _attempt(
     scheduler: Scheduler,
     open_batches: dict[tuple[str, str], _OpenBatches],
     settings: PlannerSettings,
+    hints: Sequence[_Task | None] | None,
 ) -> _Attempt | None:
     """Place every line of ``order`` at ``kitchen_id`` (booked), or ``None`` (nothing booked)."""
     attempt = _Attempt(kitchen_id, 0.0, [], [], windows)
@@ -529,7 +541,13 @@ def _attempt(
     for line, (sku_id, quantity) in enumerate(order.items):
         sku = world.skus[sku_id]
         window = windows[line]
-        batch = _joinable(open_batches, kitchen_id, order, line, windows, settings, joined)
+        hint = hints[line] if hints is not None else None
+        if hints is not None and (hint is None or hint.key not in joined):
+            # Joining other lines only takes room away: a hint made with nothing joined holds
+            # unless this very batch was joined by an earlier line.
+            batch = hint
+        else:
+            batch = _joinable(open_batches, kitchen_id, order, line, windows, settings, joined)
         if batch is not None:
             joined[batch.key] = joined.get(batch.key, 0) + quantity
             attempt.joins.append((line, batch))

@@ -10,9 +10,11 @@ SPEC guarantee 3: only tasks that **cannot have started** move:
 Everything else stays. Leased or started tasks on a kitchen the control plane cannot reach are
 *stranded*: flagged for the SLA engine, moved only by an audited operator decision.
 
-A movable task moves only when its placement no longer holds: its kitchen is not active, its
-station lost the capacity it needs, its lease expired, its start passed without a lease, or its
-p90 no longer fits before ``finish_by``. The rest keep their slots, so re-planning is stable.
+A movable task moves only when its placement no longer holds: its kitchen is not active or its
+agent went quiet, its station lost the capacity it needs, its lease expired, its start passed
+without a lease, or its p90 no longer fits before ``finish_by``. Tasks never go to a kitchen
+whose agent went quiet (a kitchen that never synced is not known to be lost). The rest keep
+their slots, so re-planning is stable.
 
 >>> from control_plane.planning.world import KitchenSpec, SkuSpec, StationSpec, World
 >>> sku = SkuSpec("soup", station_id="stove", duration_s=600.0, freshness_window_min=60)
@@ -108,6 +110,11 @@ def reachable(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> boo
     )
 
 
+def lost_contact(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> bool:
+    """Whether an agent that used to sync has gone quiet (never synced: not known to be lost)."""
+    return kitchen.last_sync_at is not None and not reachable(kitchen, now, settings)
+
+
 def may_have_started(task: TaskSnapshot, kitchen: KitchenSpec | None, now: float) -> bool:
     """False only when the task provably has not started (the three cases of guarantee 3)."""
     if task.state == "planned":
@@ -146,7 +153,7 @@ def replan(
             movable.append(task)
     to_move: list[tuple[TaskSnapshot, str]] = []
     for task in movable:
-        reason = _why_move(task, kitchens.get(task.kitchen_id), now, world, scheduler)
+        reason = _why_move(task, kitchens.get(task.kitchen_id), now, world, scheduler, settings)
         if reason is None:
             timeline = scheduler.timeline(task.kitchen_id, task.station_id)
             if timeline.peak(task.planned_start, task.planned_finish) < timeline.slots:
@@ -157,7 +164,7 @@ def replan(
     moves: list[TaskMove] = []
     unplaceable: list[FlaggedTask] = []
     for task, reason in sorted(to_move, key=lambda p: (p[0].finish_by, p[0].task_id)):
-        placement = _place(task, now, world, scheduler)
+        placement = _place(task, now, world, scheduler, settings)
         if placement is None:
             unplaceable.append(
                 FlaggedTask(task.task_id, task.kitchen_id, task.state, "no_feasible_kitchen")
@@ -189,10 +196,14 @@ def _why_move(
     now: float,
     world: World,
     scheduler: Scheduler,
+    settings: ReplanSettings,
 ) -> str | None:
     sku = world.skus.get(task.sku_id)
     if kitchen is None or sku is None or kitchen.status != "active":
         return "kitchen_unavailable"
+    if lost_contact(kitchen, now, settings):
+        # It cannot be leased there; it never was, so it cannot have started.
+        return "kitchen_unreachable"
     if scheduler.can_make(kitchen, sku) is not None:
         return "equipment_unavailable"
     if task.state == "leased":
@@ -206,13 +217,15 @@ def _why_move(
     return None
 
 
-def _place(task: TaskSnapshot, now: float, world: World, scheduler: Scheduler) -> Placement | None:
+def _place(
+    task: TaskSnapshot, now: float, world: World, scheduler: Scheduler, settings: ReplanSettings
+) -> Placement | None:
     sku = world.skus.get(task.sku_id)
     if sku is None:
         return None
     options: list[tuple[tuple[float, float, str], Placement]] = []
     for kitchen_id, kitchen in scheduler.kitchens.items():
-        if scheduler.can_make(kitchen, sku) is not None:
+        if scheduler.can_make(kitchen, sku) is not None or lost_contact(kitchen, now, settings):
             continue
         due = task.finish_by
         if task.promised_by is not None and task.transport_s_by_kitchen is not None:

@@ -85,6 +85,7 @@ class Scheduler:
         self._estimates: dict[tuple[str, str], PrepEstimate] = {}
         self._capacity: dict[str, int] = {}
         self._can_make: dict[tuple[str, str], str | None] = {}
+        self._makeable: dict[str, frozenset[str]] = {}
         self.reserved: dict[tuple[str, str], float] = defaultdict(float)
 
     def estimate(self, kitchen_id: str, sku: SkuSpec) -> PrepEstimate:
@@ -120,6 +121,19 @@ class Scheduler:
         if key not in self._can_make:
             self._can_make[key] = self._why_not(kitchen, sku)
         return self._can_make[key]
+
+    def makeable(self, kitchen_id: str) -> frozenset[str]:
+        """Every SKU the kitchen can make at all now."""
+        found = self._makeable.get(kitchen_id)
+        if found is None:
+            kitchen = self.kitchens[kitchen_id]
+            found = frozenset(
+                sku_id
+                for sku_id, sku in self.world.skus.items()
+                if self.can_make(kitchen, sku) is None
+            )
+            self._makeable[kitchen_id] = found
+        return found
 
     @staticmethod
     def _why_not(kitchen: KitchenSpec, sku: SkuSpec) -> str | None:

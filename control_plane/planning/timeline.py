@@ -104,9 +104,9 @@ class SlotTimeline:
                 if self.counts[k] >= self.slots and (
                     k + 1 >= len(self.times) or self.times[k + 1] > start
                 ):
-                    blocked_until = self.times[k + 1] if k + 1 < len(self.times) else None
-                    if blocked_until is None:
-                        return None
+                    if k + 1 >= len(self.times):
+                        return None  # blocked for ever (not reachable: the last segment is empty)
+                    blocked_until = self.times[k + 1]
                 k += 1
             if blocked_until is None:
                 return start

@@ -14,6 +14,7 @@ from edge_agent.cli import app
 from edge_agent.config import AgentConfig, load_config, save_config
 from edge_agent.store import Store, read_boot_id
 from edge_agent.testing import FakeControlPlane
+from protocol import AlertRaised
 from simulators.processes import free_port
 
 runner = CliRunner()
@@ -142,3 +143,35 @@ def test_status_reports_identity_outbox_and_tasks_from_the_store(tmp_path: Path)
     assert report["last_sync"]["last_success_at"] == "5.0"
     text = runner.invoke(app, ["status", "--config", str(config_path)])
     assert "outbox 2 events" in text.output and "c" * 20 not in text.output
+
+
+def test_status_shows_devices_open_alerts_disk_and_a_stopped_agent(tmp_path: Path) -> None:
+    """With the agent stopped: devices, open alerts, routine lane and disk from the store, and
+    links reported as 'not running' rather than an error."""
+    config = AgentConfig(
+        agent_id="a1",
+        kitchen_id="k1",
+        credential="c" * 20,
+        control_plane_url="http://cp",
+        data_dir=tmp_path / "data",
+        metrics_port=free_port(),
+    )
+    config_path = tmp_path / "agent.json"
+    save_config(config, config_path)
+    with Store.open(config.db_path, boot_id=read_boot_id()) as store:
+        store.record_device_status(device_id="fridge-1", link="mqtt", status="offline", at=1.0)
+        store.raise_alert(
+            alert=AlertRaised(
+                alert_id="a-1", kind="device_offline", severity="warning", message="gone"
+            ),
+            at=2.0,
+        )
+    report = json.loads(
+        runner.invoke(app, ["status", "--config", str(config_path), "--json"]).output
+    )
+    assert [d["device_id"] for d in report["devices"]] == ["fridge-1"]
+    assert [a["kind"] for a in report["open_alerts"]] == ["device_offline"]
+    assert report["links"]["agent"].startswith("not running")
+    assert report["disk_bytes"] > 0 and report["routine_backlog"] == 0
+    text = runner.invoke(app, ["status", "--config", str(config_path)]).output
+    assert "open alerts: 1" in text and "fridge-1 offline" in text and "not running" in text

@@ -6,6 +6,7 @@ commands that went out, the fake control plane for the events that arrived.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import sys
@@ -89,7 +90,7 @@ def config_for(
         metrics_port=None,
         safety_tick_s=0.2,
         ingest_flush_s=0.05,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -350,3 +351,18 @@ def fridge_reading(seq: int, value: float) -> bytes:
         f'{{"v":"1.0","device_id":"fridge-1","seq":{seq},"ts":{time.time()},'
         f'"readings":[{{"metric":"air_temp","value":{value},"unit":"C"}}]}}'
     ).encode()
+
+
+def test_an_overloaded_control_plane_is_not_asked_again_before_retry_after(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """A real HTTP server answering 429 with Retry-After: 1: the agent's next attempts come
+    at least 1 s apart (plus jitter), then sync resumes when the server does."""
+    fake = FakeControlPlane(kitchen_id=KITCHEN, fail_status=429, retry_after="1")
+    with fake.serve() as url, agent_in_thread(config_for(tmp_path, broker, url, fake)) as agent:
+        wait_until(lambda: len(fake.arrivals) >= 3, timeout=20, what="three refused attempts")
+        fake.fail_status = None
+        wait_until(agent.sync_ok.is_set, timeout=20, what="sync to resume")
+        refused = fake.arrivals[:3]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(refused)]
+    assert all(1.0 <= gap <= 1.5 for gap in gaps), gaps

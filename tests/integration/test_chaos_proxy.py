@@ -114,11 +114,10 @@ def test_reset_sends_rst_to_open_connections(fault_proxy: FaultProxy) -> None:
 def test_reset_mode_resets_new_connections(fault_proxy: FaultProxy) -> None:
     """While in reset mode every new connection is reset right after it is accepted."""
     fault_proxy.set_mode("reset")
-    with pytest.raises(ConnectionResetError):
-        # The RST may arrive while connecting or on the first read, as with a real peer.
-        with connect(fault_proxy) as sock:
-            sock.sendall(b"x")
-            sock.recv(1)
+    # The RST may arrive while connecting or on the first read, as with a real peer.
+    with pytest.raises(ConnectionResetError), connect(fault_proxy) as sock:
+        sock.sendall(b"x")
+        sock.recv(1)
     fault_proxy.set_mode("pass")
     with connect(fault_proxy) as sock:
         sock.sendall(b"back")
@@ -151,11 +150,15 @@ def test_half_open_upstream_holds_requests(
         assert recv_exactly(sock, 5) == b"lost?"
 
 
-def test_target_down_resets_the_client(echo_server: EchoServer) -> None:
+def test_target_down_resets_the_client() -> None:
     """When the target refuses, the client is reset and the failure is counted."""
-    dead = socket.create_server(("127.0.0.1", 0))
-    dead_port = int(dead.getsockname()[1])
-    dead.close()
+    # Bound but not listening: connections are refused, and no one else can take the port.
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        refuse_connections_to(int(dead.getsockname()[1]))
+
+
+def refuse_connections_to(dead_port: int) -> None:
     with FaultProxy("127.0.0.1", 0, "127.0.0.1", dead_port) as proxy:
         with pytest.raises(ConnectionResetError), connect(proxy) as sock:
             sock.sendall(b"x")

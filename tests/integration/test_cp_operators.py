@@ -3,6 +3,8 @@ order listing and cancellation, tasks, stranded work and reassignment, alerts, a
 
 from __future__ import annotations
 
+import json
+
 from protocol.events import EventType
 from protocol.sync_api import LeaseRenewal
 from tests.fixtures_cp import StartControlPlane
@@ -195,3 +197,27 @@ def test_api_token_minted_over_http_has_its_role(control_plane: ControlPlane) ->
     with control_plane.client(minted["token"]) as viewer:
         assert viewer.get("/v1/orders").status_code == 200
         assert place_order(viewer, order_body()).status_code == 403
+
+
+def test_logs_are_json_lines_carrying_the_request_id(control_plane: ControlPlane) -> None:
+    """Each request is logged as one JSON line with its X-Request-ID, route and status, and
+    timed in the per-route latency histogram."""
+    with control_plane.client() as client:
+        client.get("/v1/kitchens", headers={"X-Request-ID": "trace-kitchens-1"})
+        metrics = client.get("/metrics").text
+
+    def logged() -> list[dict[str, object]]:
+        lines = control_plane.process.log_path.read_text().splitlines()  # type: ignore[union-attr]
+        return [
+            json.loads(line)
+            for line in lines
+            if line.startswith("{") and "trace-kitchens-1" in line
+        ]
+
+    wait_until(lambda: bool(logged()), timeout=10, what="the request's log line")
+    (entry,) = logged()
+    assert (entry["route"], entry["status"], entry["level"]) == ("/v1/kitchens", 200, "INFO")
+    bucket = (
+        'brigade_http_request_duration_seconds_bucket{le="0.5",method="GET",route="/v1/kitchens"}'
+    )
+    assert bucket in metrics

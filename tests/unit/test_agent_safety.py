@@ -70,7 +70,7 @@ def test_alarm_thresholds_are_separate_from_and_inside_the_legal_limits() -> Non
 def test_a_short_cold_excursion_is_evidence_but_raises_no_breach() -> None:
     """Door left open 10 minutes: every reading beyond the limit is kept, no critical alert."""
     fridge = thresholds_for("fridge", FDA)
-    _, alerts, cleared, evidence = feed(fridge, [(0, 3.0), (60, 7.0), (600, 6.5), (660, 3.5)])
+    _, alerts, _, evidence = feed(fridge, [(0, 3.0), (60, 7.0), (600, 6.5), (660, 3.5)])
     assert "cold_holding_breach" not in alerts
     assert evidence == ["interval", "excursion", "excursion", "excursion"]
 

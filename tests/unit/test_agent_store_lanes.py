@@ -171,3 +171,15 @@ def test_any_mix_of_lanes_acks_and_budget_keeps_seq_gap_free_and_priority_events
             for e in store.pending_events(limit=1000)
         }
         assert priority <= pending_ids
+
+
+def test_a_group_commit_numbers_its_events_contiguously_after_the_last_seq(store: Store) -> None:
+    """append_events after single appends continues the same gap-free numbering."""
+    store.append_event(type="task.started", payload={}, occurred_at=1.0)
+    seqs = store.append_events(
+        events=[EventRecord(type="alert.raised", payload={"n": n}) for n in range(3)],
+        occurred_at=2.0,
+    )
+    assert seqs == [2, 3, 4]
+    assert store.sequence() == (4, 0)
+    assert [e.payload for e in store.pending_events(limit=10)][1:] == [{"n": 0}, {"n": 1}, {"n": 2}]

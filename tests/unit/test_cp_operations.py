@@ -398,3 +398,49 @@ def test_alert_acknowledgement_records_the_corrective_action(
     assert (first, second) == (True, False)
     assert (view["acknowledged_by"], view["corrective_action"]) == ("chef", "moved stock")
     assert json.loads(record["details_json"])["corrective_action"] == "moved stock"
+
+
+def test_open_work_per_station_follows_every_task_change(store: Store, settings: Settings) -> None:
+    """The stored open work per station always equals the sum over open tasks, through
+    intake, lease, start, done, cancel and reassignment."""
+
+    def stored_and_summed() -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+        with store.read() as reader:
+            stored = {
+                (r["kitchen_id"], r["station_id"]): r["open_work_s"]
+                for r in reader.station_open_work()
+                if r["open_work_s"] > 1e-9
+            }
+            rows = reader.tasks(
+                kitchen_id=None,
+                state=None,
+                order_id=None,
+                open_leases_of_agents=None,
+                limit=1000,
+                after_position=0,
+            )
+        summed: dict[tuple[str, str], float] = {}
+        for row in rows:
+            if row["state"] in ("planned", "leased", "started"):
+                key = (row["kitchen_id"], row["station_id"])
+                summed[key] = summed.get(key, 0.0) + row["duration_s"]
+        return stored, summed
+
+    orders_placed = [place(store, settings) for _ in range(4)]
+    box = enroll(store, settings)
+    first, *_ = box.sync(T0 + 1)[0].leases
+    box.sync(T0 + 2, [box.started(first, at=T0 + 2), box.done(first, at=T0 + 3)])
+    cancel(store, orders_placed[3], now=T0 + 4)
+    task_id = task_of(store, orders_placed[2])["id"]
+    leases.reassign(
+        store,
+        task_id,
+        kitchen_id="k2",
+        reason="balance",
+        now=T0 + 5,
+        actor="ops",
+        unreachable_after_s=UNREACHABLE_AFTER_S,
+    )
+    stored, summed = stored_and_summed()
+    assert stored.keys() == summed.keys()
+    assert all(stored[key] == pytest.approx(summed[key]) for key in summed)

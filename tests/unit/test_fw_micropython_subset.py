@@ -9,7 +9,15 @@ import pytest
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware_stubs"
 #: Modules a board loads; hal.py (typing Protocols) and fakes.py (tests) stay on CPython.
-RUNTIME_MODULES = ["__init__.py", "core.py", "fridge.py", "kinds.py", "oven.py", "wire.py"]
+RUNTIME_MODULES = [
+    "__init__.py",
+    "core.py",
+    "fridge.py",
+    "kinds.py",
+    "oven.py",
+    "probe.py",
+    "wire.py",
+]
 #: Imports allowed at run time on a board.
 ALLOWED_IMPORTS = {"json", "firmware_stubs"}
 

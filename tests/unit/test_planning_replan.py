@@ -59,6 +59,19 @@ def test_kitchen_going_offline_moves_unleased_work_and_strands_leased_work() -> 
     ]
 
 
+def test_unleased_work_leaves_a_kitchen_whose_agent_went_quiet() -> None:
+    """An active kitchen not heard from for minutes cannot lease: its planned work moves, its
+    leased work is flagged, and nothing moves onto it."""
+    quiet = kitchen("k1", last_sync_at=T0 - 3600)
+    w = world(quiet, kitchen("k2"))
+    tasks = [task("planned", "planned"), task("leased", "leased", start_by=T0 + 900)]
+    result = replan(T0, tasks, w)
+    assert [(m.task_id, m.to_kitchen_id, m.reason) for m in result.moves] == [
+        ("planned", "k2", "kitchen_unreachable")
+    ]
+    assert [f.task_id for f in result.stranded] == ["leased"]
+
+
 def test_expired_lease_of_a_reachable_agent_moves() -> None:
     """Start-by passed, the agent synced afterwards with an empty outbox: the task is re-placed."""
     w = world(kitchen("k1", last_sync_at=T0 - 10))

@@ -1,0 +1,65 @@
+"""The store's group commit over a real SQLite file: batches share a commit, failures stay
+their own."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from control_plane.store import Store, Writer
+from tests.harness import wait_until
+
+
+def add_kitchen(kitchen_id: str, *, fail: bool = False) -> object:
+    def work(tx: Writer) -> str:
+        tx.insert_kitchen(
+            kitchen_id=kitchen_id,
+            name=kitchen_id,
+            timezone="UTC",
+            location=None,
+            status="active",
+            created_at=0.0,
+        )
+        if fail:
+            raise ValueError(f"{kitchen_id} refused")
+        return kitchen_id
+
+    return work
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "cp.db")
+
+
+def test_queued_units_commit_together_and_a_failure_is_rolled_back_alone(store: Store) -> None:
+    """Three units queued behind the write lock form one batch: the failing one leaves no
+    trace and gets its own error, the other two are committed and answered."""
+    with ThreadPoolExecutor(3) as pool:
+        with store._write_lock:
+            futures: list[Future[object]] = [
+                pool.submit(store.submit, add_kitchen("k1")),  # type: ignore[arg-type]
+                pool.submit(store.submit, add_kitchen("k2", fail=True)),  # type: ignore[arg-type]
+                pool.submit(store.submit, add_kitchen("k3")),  # type: ignore[arg-type]
+            ]
+            wait_until(lambda: len(store._committer._pending) == 3, timeout=10, what="queued")
+        results = [f.exception() or f.result() for f in futures]
+    with store.read() as reader:
+        kitchens = [row["id"] for row in reader.kitchens()]
+    assert results[0] == "k1" and results[2] == "k3"
+    assert isinstance(results[1], ValueError)
+    assert kitchens == ["k1", "k3"]
+
+
+def test_a_lone_unit_commits_in_the_callers_thread(store: Store) -> None:
+    """Without contention a unit is a plain commit run by the caller itself."""
+    seen: list[str] = []
+
+    def work(tx: Writer) -> None:
+        seen.append(threading.current_thread().name)
+
+    store.submit(work)
+    assert seen == [threading.current_thread().name]
