@@ -35,7 +35,7 @@ from simulators.services import ControlPlane
 BENCHMARK = "fleet"
 
 SYNC_INTERVAL_S = 2.0
-STEPS = (200, 300, 400, 500, 1000, 2000)
+STEPS = (250, 500, 750, 1000, 1500, 2000)
 P99_GOAL_MS = 200.0
 CONNECTIONS = 128
 ORDERS = 300

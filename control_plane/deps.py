@@ -8,7 +8,7 @@ Routes declare what they need with the ``Annotated`` aliases below::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -40,9 +40,16 @@ class Services:
     in_flight: KeysInFlight
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+# The dependencies below are ``async`` although they do not await: FastAPI runs a plain ``def``
+# dependency in the thread pool, one thread hop per dependency per request. The credential
+# lookup is one indexed SQLite read, cheaper than the hop.
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -71,9 +78,9 @@ _OperatorScheme = Annotated[HTTPAuthorizationCredentials | None, Security(_opera
 _AgentScheme = Annotated[HTTPAuthorizationCredentials | None, Security(_agent_scheme)]
 
 
-def _operator_with(role: str) -> Callable[..., Operator]:
-    def dependency(request: Request, _documented: _OperatorScheme) -> Operator:
-        services = get_services(request)
+def _operator_with(role: str) -> Callable[..., Awaitable[Operator]]:
+    async def dependency(request: Request, _documented: _OperatorScheme) -> Operator:
+        services = services_of(request)
         with services.store.read() as reader:
             operator = authenticate_operator(reader, bearer_token(request))
         return require_role(operator, role)
@@ -81,8 +88,8 @@ def _operator_with(role: str) -> Callable[..., Operator]:
     return dependency
 
 
-def current_agent(request: Request, _documented: _AgentScheme) -> AgentIdentity:
-    services = get_services(request)
+async def current_agent(request: Request, _documented: _AgentScheme) -> AgentIdentity:
+    services = services_of(request)
     with services.store.read() as reader:
         return authenticate_agent(reader, bearer_token(request))
 

@@ -192,6 +192,8 @@ class Agent:
         self._transport = transport
         self._boot_id = boot_id or read_boot_id()
         self._inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_SIZE)
+        #: Set by the sync loop when new leases arrived: the executor looks at once.
+        self._wake_executor = threading.Event()
         self.link: MqttLink | None = None
         self.serial_links: list[SerialLink] = []
         self.ingest: Ingest | None = None
@@ -199,6 +201,8 @@ class Agent:
         self.sync_ok = threading.Event()
         self.last_sync_ok_mono: float | None = None
         self.metrics_port: int | None = None
+        #: Set once every part runs (store open, links started, threads and jobs up).
+        self.ready = threading.Event()
 
     def link_states(self) -> dict[str, str]:
         """``up``/``down`` per link: mqtt, control_plane and each serial port."""
@@ -324,6 +328,7 @@ class Agent:
                 "agent running",
                 extra={"agent_id": config.agent_id, "kitchen_id": config.kitchen_id},
             )
+            self.ready.set()
             stop.wait()
         finally:
             stop.set()
@@ -398,7 +403,25 @@ class Agent:
                 self.last_sync_ok_mono = self.clock.monotonic()
                 backoff.reset()
                 delay = 0.0 if outcome.more_pending else self.config.sync_interval_s
+                if outcome.new_leases:
+                    self._wake_executor.set()
             stop.wait(delay)
+
+    def _next_inbound(self, timeout: float) -> Inbound | None:
+        """The next ack or confirmation within ``timeout``; returns early (``None``) when the
+        sync loop signals new leases, so a lease starts without waiting out a tick."""
+        deadline = self.clock.monotonic() + timeout
+        while True:
+            if self._wake_executor.is_set():
+                self._wake_executor.clear()
+                return None
+            remaining = deadline - self.clock.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                return self._inbox.get(timeout=min(remaining, 0.02))
+            except queue.Empty:
+                continue
 
     def _executor_loop(self, executor: Executor, link: MqttLink, stop: threading.Event) -> None:
         wake: float | None = None
@@ -406,10 +429,7 @@ class Agent:
             timeout = EXECUTOR_TICK_S
             if wake is not None:
                 timeout = max(0.0, min(timeout, wake - self.clock.monotonic()))
-            try:
-                inbound: Inbound | None = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                inbound = None
+            inbound = self._next_inbound(timeout)
             try:
                 wake = executor.step(inbound, link.registry.online_by_kind())
             except AgentError as exc:

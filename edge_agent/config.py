@@ -66,9 +66,10 @@ class AgentConfig(BaseModel):
     #: Size the store may use before the oldest routine telemetry is dropped (never task
     #: events, alerts or HACCP evidence).
     disk_budget_mb: float = Field(default=500.0, gt=0)
-    #: Send routine telemetry summaries (``readings.summary``) to the control plane. Off until
-    #: the control plane records that event type; summaries are kept locally either way.
-    forward_readings: bool = False
+    #: Send routine telemetry summaries (``readings.summary``, routine lane) to the control
+    #: plane. Off keeps them local only (a control plane older than the event type would log
+    #: each one as an unknown type).
+    forward_readings: bool = True
     #: Window of one telemetry summary, and how often readings are committed (group commit).
     readings_window_s: float = Field(default=60.0, gt=0, le=3600)
     ingest_flush_s: float = Field(default=0.25, gt=0, le=10)

@@ -27,7 +27,13 @@ from collections import Counter
 from edge_agent.clock import Clock
 from edge_agent.executor import EventRecord
 from edge_agent.monitor import Actions, SafetyMonitor
-from edge_agent.readings import Observed, SeqTracker, StatusSeen, WindowAggregator
+from edge_agent.readings import (
+    CorrectiveAction,
+    Observed,
+    SeqTracker,
+    StatusSeen,
+    WindowAggregator,
+)
 from edge_agent.store import DeviceActivity, Store
 from protocol import EventType
 
@@ -56,7 +62,8 @@ class Ingest:
         self.seqs = SeqTracker()
         self.windows = WindowAggregator(window_s=window_s)
         self._observed: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
-        self._statuses: queue.Queue[StatusSeen] = queue.Queue(maxsize=1000)
+        #: Rare and precious (status changes, staff actions): a queue of their own.
+        self._statuses: queue.Queue[StatusSeen | CorrectiveAction] = queue.Queue(maxsize=1000)
         self._counts_lock = threading.Lock()
         self.readings_ingested = 0
         self.dropped: Counter[str] = Counter()
@@ -64,10 +71,10 @@ class Ingest:
 
     # -- from the links (any thread) ----------------------------------------------------------
 
-    def submit(self, item: Observed | StatusSeen) -> bool:
+    def submit(self, item: Observed | StatusSeen | CorrectiveAction) -> bool:
         """Queue ``item`` without blocking; ``False`` (and counted) when the queue is full."""
-        target: queue.Queue[Observed] | queue.Queue[StatusSeen]
-        target = self._statuses if isinstance(item, StatusSeen) else self._observed
+        target: queue.Queue[Observed] | queue.Queue[StatusSeen | CorrectiveAction]
+        target = self._observed if isinstance(item, Observed) else self._statuses
         try:
             target.put_nowait(item)  # type: ignore[arg-type]
         except queue.Full:
@@ -172,7 +179,16 @@ class Ingest:
         for alert_id in actions.cleared:
             self.store.clear_alert(alert_id=alert_id, at=at)
 
-    def _status(self, seen: StatusSeen) -> Actions:
+    def _status(self, seen: StatusSeen | CorrectiveAction) -> Actions:
+        if isinstance(seen, CorrectiveAction):
+            if (
+                self.store.record_corrective_action(
+                    alert_id=seen.alert_id, action=seen.action, acted_by=seen.badge, at=seen.at
+                )
+                is None
+            ):
+                self.count_drop("unknown_alert")
+            return Actions()
         if seen.online is None:
             self.store.record_birth(
                 device_id=seen.device_id,

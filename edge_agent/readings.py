@@ -59,6 +59,17 @@ class StatusSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class CorrectiveAction:
+    """Staff recorded what they did about an alert (``corrective_action`` device event)."""
+
+    alert_id: str
+    action: str
+    badge: str | None
+    at: float
+    device_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     """A window of one device's metric: what ``readings.summary`` carries."""
 

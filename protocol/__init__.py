@@ -17,6 +17,7 @@ from protocol.errors import (
 )
 from protocol.events import (
     AlertRaised,
+    AlertResolved,
     EventEnvelope,
     EventType,
     ReadingsSummary,
@@ -72,6 +73,7 @@ __all__ = [
     "Ack",
     "AckResult",
     "AlertRaised",
+    "AlertResolved",
     "Birth",
     "Cancellation",
     "Channel",

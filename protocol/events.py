@@ -28,6 +28,7 @@ class EventType(StrEnum):
     TASK_RELEASED = "task.released"
     DEVICE_STATUS = "device.status"
     ALERT_RAISED = "alert.raised"
+    ALERT_RESOLVED = "alert.resolved"
     READINGS_SUMMARY = "readings.summary"
 
 
@@ -126,6 +127,16 @@ class AlertRaised(_Payload):
     limit: float | None = None
 
 
+class AlertResolved(_Payload):
+    """An alert's condition ended (``condition_cleared``) or staff recorded what they did about
+    it (``corrective_action``: reheated, discarded, moved...), with their badge."""
+
+    alert_id: Token
+    reason: Literal["condition_cleared", "corrective_action"]
+    corrective_action: Token | None = None
+    acted_by: Token | None = None
+
+
 class ReadingsSummary(_Payload):
     """Routine telemetry of one device and metric over a window, summarised on the agent.
 
@@ -157,6 +168,7 @@ PAYLOAD_MODELS: dict[str, type[_Payload]] = {
     EventType.TASK_RELEASED: TaskReleased,
     EventType.DEVICE_STATUS: DeviceStatus,
     EventType.ALERT_RAISED: AlertRaised,
+    EventType.ALERT_RESOLVED: AlertResolved,
     EventType.READINGS_SUMMARY: ReadingsSummary,
 }
 
@@ -182,6 +194,7 @@ def parse_event_payload(event: EventEnvelope) -> _Payload:
 __all__ = [
     "PAYLOAD_MODELS",
     "AlertRaised",
+    "AlertResolved",
     "DeviceStatus",
     "EventEnvelope",
     "EventType",

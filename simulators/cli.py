@@ -117,6 +117,48 @@ def demo(
     raise typer.Exit(1 if result["errors"] else 0)
 
 
+@app.command()
+def scenario(
+    name: Annotated[str, typer.Argument(help="Scenario name (see the list below).")],
+    seed: Annotated[int, typer.Option(help="Seed of the demand and the faults.")] = 7,
+    kitchens: Annotated[
+        int | None, typer.Option(help="Number of kitchens (default 2).", min=1, max=20)
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Seconds the whole run takes (default 60); the load plays 70 %.", min=10),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the JSON report here, and PNG charts next to it.", dir_okay=False),
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep databases and logs here (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Run a whole-day scenario: control plane, broker, kitchens, demand and faults, with an
+    independent check of duplicate starts and lost events. Exits 1 if its verdict fails.
+
+    Scenarios: normal, rush, kitchen-offline, partition, agent-crash, broker-restart,
+    equipment-failure, cooling-violation, clock-skew, control-plane-restart.
+
+    Example, a 40-second partition with a report and charts:
+
+        brigade-sim scenario partition --duration 40 --report partition.json
+    """
+    from simulators.scenario_run import ScenarioSettings, run_scenario
+    from simulators.scenarios import SCENARIOS
+
+    if name not in SCENARIOS:
+        raise typer.BadParameter(f"{name!r} is not one of: {', '.join(sorted(SCENARIOS))}")
+    result = run_scenario(
+        ScenarioSettings(
+            name, seed=seed, kitchens=kitchens, duration_s=duration, report=report, workdir=workdir
+        )
+    )
+    raise typer.Exit(0 if result["verdict"]["passed"] else 1)
+
+
 def main() -> None:
     """Entry point of the ``brigade-sim`` console script."""
     app()

@@ -33,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_agent.readings import Observed, ReadingIn, StatusSeen
+from edge_agent.readings import CorrectiveAction, Observed, ReadingIn, StatusSeen
 from protocol import (
     AGENT_DEVICE_ID,
     Ack,
@@ -389,6 +389,12 @@ class MqttLink:
             if len(observed.readings) < len(decoded.readings):
                 self.drops.drop("non_finite", f"{topic}: NaN or infinite reading")
             self._submit(observed)
+        elif isinstance(decoded, DeviceEvent) and decoded.event == "corrective_action":
+            action = _corrective_action(decoded)
+            if action is None:
+                self.drops.drop("invalid_message", f"{topic}: corrective_action without alert_id")
+            else:
+                self._submit(action)
         elif isinstance(decoded, State | DeviceEvent):
             self._submit(
                 Observed(device_id=decoded.device_id, link="mqtt", seq=decoded.seq, at=time.time())
@@ -402,9 +408,24 @@ class MqttLink:
                 self.drops.drop("inbox_full", f"{topic}: executor inbox full")
         # Commands from other publishers (operator tools) are only validated.
 
-    def _submit(self, item: Observed | StatusSeen) -> None:
+    def _submit(self, item: Observed | StatusSeen | CorrectiveAction) -> None:
         if self._sink is not None and not self._sink.submit(item):
             self.drops.drop("ingest_full", f"{item.device_id}: ingest queue full")
+
+
+def _corrective_action(event: DeviceEvent) -> CorrectiveAction | None:
+    """A staff corrective action from a kitchen display: ``data={"alert_id", "action",
+    "badge"}``; ``None`` when it names no alert or action."""
+    alert_id, action, badge = (event.data.get(k) for k in ("alert_id", "action", "badge"))
+    if not isinstance(alert_id, str) or not isinstance(action, str) or not action:
+        return None
+    return CorrectiveAction(
+        alert_id=alert_id,
+        action=action[:128],
+        badge=badge if isinstance(badge, str) else None,
+        at=time.time(),
+        device_id=event.device_id,
+    )
 
 
 def _observed(telemetry: Telemetry) -> Observed:

@@ -193,6 +193,10 @@ def running_agent(config: AgentConfig, fake: FakeControlPlane) -> Iterator[Agent
     thread = threading.Thread(target=agent.run, args=(stop,), name="agent-under-test")
     thread.start()
     try:
+        wait_until(
+            lambda: agent.ready.is_set() or not thread.is_alive(), timeout=30, what="agent up"
+        )
+        assert agent.ready.is_set(), "the agent did not start"
         yield agent
     finally:
         stop.set()

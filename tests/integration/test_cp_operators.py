@@ -15,7 +15,8 @@ from tests.integration.test_cp_sync import done, enrolled_agent, leased_order, s
 
 def test_stations_and_equipment_have_a_full_lifecycle(control_plane: ControlPlane) -> None:
     """Stations are added, resized and removed once empty; equipment is added, moved, read and
-    decommissioned; a station still holding equipment cannot be removed."""
+    decommissioned; a station still holding equipment cannot be removed; each change is
+    audited as the operator's."""
     with ready_kitchen(control_plane) as client:
         added = client.post("/v1/kitchens/k1/stations", json={"id": "fryer", "name": "Fryer"})
         resized = client.patch("/v1/kitchens/k1/stations/fryer", json={"slots": 3})
@@ -28,6 +29,16 @@ def test_stations_and_equipment_have_a_full_lifecycle(control_plane: ControlPlan
         removed_equipment = client.delete("/v1/kitchens/k1/equipment/fryer-1")
         stations = client.get("/v1/kitchens/k1/stations").json()["stations"]
         equipment = client.get("/v1/kitchens/k1/equipment").json()["equipment"]
+        trail = client.get("/v1/audit", params={"kitchen_id": "k1"}).json()["records"]
+    assert [r["action"] for r in trail if r["actor_type"] == "operator"] == [
+        "kitchen.created",
+        "station.added",
+        "station.updated",
+        "equipment.added",
+        "equipment.moved",
+        "station.removed",
+        "equipment.removed",
+    ]
     assert (added.status_code, resized.json()["slots"]) == (201, 3)
     assert (busy.status_code, busy.json()["reason"]) == (409, "station_in_use")
     assert moved.status_code == 200

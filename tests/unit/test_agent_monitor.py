@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.ingest import Ingest
 from edge_agent.monitor import SafetyMonitor
-from edge_agent.readings import Observed, ReadingIn, StatusSeen
+from edge_agent.readings import CorrectiveAction, Observed, ReadingIn, StatusSeen
 from edge_agent.safety import RULE_PACKS
 from edge_agent.store import Store
 
@@ -119,7 +119,7 @@ def test_seq_gaps_are_counted_on_the_device_and_in_its_summary(store: Store) -> 
 
 def test_a_device_offline_for_the_delay_raises_an_alert_and_a_status_event(store: Store) -> None:
     """Offline (Last Will): device.status event at once, device_offline alert after 300 s;
-    back online clears it."""
+    back online resolves it (alert.resolved, condition_cleared)."""
     clock = FakeClock()
     ingest = make_ingest(store, clock)
     ingest.submit(StatusSeen("fridge-1", "mqtt", clock.wall_time, online=False, kind="fridge"))
@@ -135,6 +135,7 @@ def test_a_device_offline_for_the_delay_raises_an_alert_and_a_status_event(store
         "device.status",
         "alert.raised",
         "device.status",
+        "alert.resolved",
     ]
 
 
@@ -147,3 +148,23 @@ def test_a_full_ingest_queue_drops_and_counts_instead_of_blocking(store: Store) 
     assert accepted.count(False) == 5
     assert ingest.counts()["dropped"] == {"queue_full": 5}
     assert ingest.flush() == 10
+
+
+def test_a_staff_corrective_action_is_recorded_on_the_alert_and_its_evidence(
+    store: Store,
+) -> None:
+    """A kitchen display's corrective_action names the alert, the action and the badge: the
+    alert and its excursion evidence carry who acted, and alert.resolved is recorded."""
+    clock = FakeClock()
+    ingest = make_ingest(store, clock)
+    run_fridge(ingest, clock, [9.0] * 8)
+    breach = next(a for a in store.alerts() if a["kind"] == "cold_holding_breach")
+    ingest.submit(CorrectiveAction(breach["alert_id"], "discarded", "badge-9", clock.wall_time))
+    ingest.submit(CorrectiveAction("no-such-alert", "discarded", "badge-9", clock.wall_time))
+    ingest.flush()
+    acted = next(a for a in store.alerts() if a["alert_id"] == breach["alert_id"])
+    assert (acted["corrective_action"], acted["acted_by"]) == ("discarded", "badge-9")
+    assert {e.actor for e in store.evidence() if e.alert_id == breach["alert_id"]} == {"badge-9"}
+    resolved = store.pending_events(limit=100)[-1]
+    assert resolved.type == "alert.resolved" and resolved.payload["acted_by"] == "badge-9"
+    assert ingest.counts()["dropped"] == {"unknown_alert": 1}

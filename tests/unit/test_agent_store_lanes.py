@@ -108,11 +108,20 @@ def test_an_alert_is_recorded_once_with_its_event_and_evidence(store: Store) -> 
     assert store.outbox_depth() == 1
     assert store.evidence() == [proof]
     assert [a["alert_id"] for a in store.alerts(open_only=True)] == [alert().alert_id]
-    assert store.clear_alert(
-        alert_id=alert().alert_id, at=4.0, corrective_action="discarded", acted_by="badge-3"
+    assert store.record_corrective_action(
+        alert_id=alert().alert_id, action="discarded", acted_by="badge-3", at=4.0
     )
+    assert store.clear_alert(alert_id=alert().alert_id, at=5.0)
+    assert store.clear_alert(alert_id=alert().alert_id, at=6.0) is None
     assert store.alerts(open_only=True) == []
     assert store.alerts()[0]["acted_by"] == "badge-3"
+    assert store.evidence()[0].actor == "badge-3"
+    assert [e.payload.get("reason") for e in store.pending_events(limit=10)] == [
+        None,
+        "corrective_action",
+        "condition_cleared",
+    ]
+    assert store.record_corrective_action(alert_id="nope", action="x", acted_by=None, at=7) is None
 
 
 def test_a_device_status_change_is_one_device_status_event(store: Store) -> None:
