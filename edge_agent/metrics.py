@@ -48,6 +48,7 @@ def snapshot(agent: Agent) -> dict[str, Any]:
             "acked_seq": acked_seq,
             "routine_backlog": store.routine_depth(),
             "routine_dropped": store.counters().get("routine_dropped", 0),
+            "routine_compacted": store.counters().get("routine_compacted", 0),
             "tasks_by_state": store.run_counts(),
             "open_alerts": [
                 {"alert_id": a["alert_id"], "kind": a["kind"], "severity": a["severity"]}
@@ -100,6 +101,10 @@ class AgentCollector(Collector):
             "routine_dropped": (
                 "brigade_agent_routine_dropped_total",
                 "Routine telemetry summaries dropped by the disk budget.",
+            ),
+            "routine_compacted": (
+                "brigade_agent_routine_compacted_total",
+                "Routine telemetry summaries merged into coarser ones by the disk budget.",
             ),
             "sync_lag_s": (
                 "brigade_agent_sync_lag_seconds",

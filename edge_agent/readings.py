@@ -16,6 +16,7 @@ readings with their times and writes what it returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 #: A device ``seq`` this far below the last one is a device restart (counter reset), not a
 #: reordering of old messages.
@@ -99,6 +100,32 @@ class Summary:
             "last": self.last,
             "missed": self.missed,
         }
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary covering several of the same device and metric, oldest first.
+
+    >>> merge_summaries([
+    ...     {"device_id": "f", "metric": "t", "unit": "C", "window_start": 0, "window_end": 60,
+    ...      "count": 1, "min": 2.0, "max": 2.0, "mean": 2.0, "last": 2.0, "missed": 0},
+    ...     {"device_id": "f", "metric": "t", "unit": "C", "window_start": 60, "window_end": 120,
+    ...      "count": 3, "min": 3.0, "max": 7.0, "mean": 4.0, "last": 7.0, "missed": 1},
+    ... ])["mean"]
+    3.5
+    """
+    first, last = summaries[0], summaries[-1]
+    count = sum(int(s["count"]) for s in summaries)
+    return {
+        **first,
+        "window_start": min(float(s["window_start"]) for s in summaries),
+        "window_end": max(float(s["window_end"]) for s in summaries),
+        "count": count,
+        "min": min(float(s["min"]) for s in summaries),
+        "max": max(float(s["max"]) for s in summaries),
+        "mean": round(sum(float(s["mean"]) * int(s["count"]) for s in summaries) / count, 4),
+        "last": last["last"],
+        "missed": sum(int(s.get("missed", 0)) for s in summaries),
+    }
 
 
 class SeqTracker:

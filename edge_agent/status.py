@@ -38,6 +38,7 @@ def status_report(settings: AgentConfig, *, now: float | None = None) -> dict[st
             "acked_seq": acked_seq,
             "routine_backlog": store.routine_depth(),
             "routine_dropped": store.counters().get("routine_dropped", 0),
+            "routine_compacted": store.counters().get("routine_compacted", 0),
             "last_sync": store.sync_state(),
             "tasks_by_state": store.run_counts(),
             "active_tasks": [t.run.task_id for t in store.active_tasks()],
@@ -85,7 +86,8 @@ def format_status(report: dict[str, Any], *, now: float) -> list[str]:
         f"links: {links}",
         f"outbox {report['outbox_depth']} events (last seq {report['last_seq']}, acked "
         f"{report['acked_seq']}, oldest {report['oldest_event_age_s']}s); routine backlog "
-        f"{report['routine_backlog']}, dropped {report['routine_dropped']}",
+        f"{report['routine_backlog']}, compacted {report['routine_compacted']}, dropped "
+        f"{report['routine_dropped']}",
         f"last successful sync: {ago}{error}",
         f"active tasks: {', '.join(report['active_tasks']) or 'none'}",
         f"devices: {devices}",

@@ -95,6 +95,7 @@ from edge_agent.executor import (
     StepPhase,
     TaskRun,
 )
+from edge_agent.readings import merge_summaries
 from edge_agent.safety import Evidence
 from protocol import AlertRaised, Lease
 from protocol.sync_api import MAX_SYNC_BATCH
@@ -250,6 +251,7 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
 
 #: Counter names in ``store_counters``.
 COUNTER_ROUTINE_DROPPED = "routine_dropped"
+COUNTER_ROUTINE_COMPACTED = "routine_compacted"
 
 
 class Connection:
@@ -668,27 +670,48 @@ class Store:
             return int((pages - free) * page_size)
 
     def enforce_disk_budget(self, *, budget_bytes: int, chunk: int = 512) -> int:
-        """Drop the oldest routine events until the store uses at most 90 % of the budget.
+        """Compact, then drop, the oldest routine events until the store uses <= 90 % of budget.
 
-        Returns how many were dropped (also added to the persistent ``routine_dropped``
-        counter). Only unnumbered routine rows are ever dropped: task events, alerts, device
-        status and HACCP evidence are kept whatever the budget says, and recording them never
-        fails because of it. The 10 % margin keeps the store from dropping on every flush.
+        Oldest first, ``chunk`` rows at a time: summaries of the same device and metric in the
+        chunk are merged into one (:func:`edge_agent.readings.merge_summaries`: the history
+        keeps its min, max, mean and count at a coarser resolution) and counted as
+        ``routine_compacted``; a chunk with nothing to merge is dropped, counted as
+        ``routine_dropped``. Returns how many rows were compacted away or dropped. Only
+        unnumbered routine rows are touched: task events, alerts, device status and HACCP
+        evidence are kept whatever the budget says, and recording them never fails because of
+        it. The 10 % margin keeps the store from working on every flush.
         """
         if self.used_bytes() <= budget_bytes:
             self._over_budget_logged = False
             return 0
         target = int(budget_bytes * 0.9)
-        dropped = 0
+        removed_total = 0
+        dropped_total = 0
         while self.used_bytes() > target:
             with self._transaction(durable=False) as conn:
-                removed = conn.execute(
-                    "DELETE FROM routine_outbox WHERE id IN "
-                    "(SELECT id FROM routine_outbox ORDER BY id LIMIT ?)",
-                    (chunk,),
-                ).rowcount
-                if removed:
-                    _bump(conn, COUNTER_ROUTINE_DROPPED, removed)
+                rows = conn.execute(
+                    "SELECT id, type, payload FROM routine_outbox ORDER BY id LIMIT ?", (chunk,)
+                ).fetchall()
+                keep, merged_away = compact_routine(rows)
+                if merged_away:
+                    conn.executemany(
+                        "UPDATE routine_outbox SET payload = ? WHERE id = ?",
+                        [(payload, row_id) for row_id, payload in keep],
+                    )
+                    conn.executemany(
+                        "DELETE FROM routine_outbox WHERE id = ?", [(i,) for i in merged_away]
+                    )
+                    _bump(conn, COUNTER_ROUTINE_COMPACTED, len(merged_away))
+                    removed = len(merged_away)
+                else:
+                    removed = conn.execute(
+                        "DELETE FROM routine_outbox WHERE id IN "
+                        "(SELECT id FROM routine_outbox ORDER BY id LIMIT ?)",
+                        (chunk,),
+                    ).rowcount
+                    if removed:
+                        _bump(conn, COUNTER_ROUTINE_DROPPED, removed)
+                        dropped_total += int(removed)
             if not removed:
                 if not self._over_budget_logged:
                     self._over_budget_logged = True  # once per episode, not on every flush
@@ -697,13 +720,17 @@ class Store:
                         extra={"budget_bytes": budget_bytes, "used_bytes": self.used_bytes()},
                     )
                 break
-            dropped += int(removed)
-        if dropped:
+            removed_total += int(removed)
+        if removed_total:
             log.warning(
-                "disk budget reached: dropped the oldest routine telemetry",
-                extra={"dropped": dropped, "budget_bytes": budget_bytes},
+                "disk budget reached: compacted or dropped the oldest routine telemetry",
+                extra={
+                    "removed": removed_total,
+                    "dropped": dropped_total,
+                    "budget_bytes": budget_bytes,
+                },
             )
-        return dropped
+        return removed_total
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -931,6 +958,31 @@ def new_event_id() -> str:
     value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def compact_routine(
+    rows: Sequence[tuple[int, str, str]],
+) -> tuple[list[tuple[int, str]], list[int]]:
+    """Merge the ``readings.summary`` rows of one device and metric among ``rows``.
+
+    Returns ``(kept, merged_away)``: the surviving row id of each group with its merged payload
+    (the oldest id, so order by id still means oldest first), and the ids merged into it.
+    """
+    groups: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
+    for row_id, type_, payload in rows:
+        if type_ != "readings.summary":
+            continue
+        body = json.loads(payload)
+        key = (str(body.get("device_id")), str(body.get("metric")))
+        groups.setdefault(key, []).append((row_id, body))
+    kept: list[tuple[int, str]] = []
+    merged_away: list[int] = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        kept.append((members[0][0], json.dumps(merge_summaries([b for _, b in members]))))
+        merged_away += [row_id for row_id, _ in members[1:]]
+    return kept, merged_away
 
 
 def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:

@@ -93,6 +93,8 @@ class Firmware:
         self.recent = RecentCommands(recent_capacity)
         self.telemetry_interval_s = spec.telemetry_interval_s
         self.telemetry_qos = QOS_AT_LEAST_ONCE
+        #: How long a cycle may take to reach its set point before its element is deemed dead.
+        self.max_approach_s = spec.max_approach_s
         #: Payloads dropped unanswered, by protocol reason (too_large, not_json, ...).
         self.dropped = {}  # type: dict[str, int]
         self.duplicates = 0
@@ -380,9 +382,12 @@ class Firmware:
         """Drop a running cycle, if the behaviour has one."""
 
     def do_configure(self, command: "JsonObject") -> None:
-        """``telemetry_interval_s`` (1..86400) and/or ``telemetry_qos`` (0 or 1)."""
+        """``telemetry_interval_s`` (1..86400), ``telemetry_qos`` (0 or 1) and/or
+        ``max_approach_s`` (1..86400)."""
         params = command["params"]
-        wire.reject_unknown_params(params, ("telemetry_interval_s", "telemetry_qos"))
+        wire.reject_unknown_params(
+            params, ("telemetry_interval_s", "telemetry_qos", "max_approach_s")
+        )
         if not params:
             raise wire.Rejected("invalid_params: nothing to configure")
         interval = self.telemetry_interval_s
@@ -393,6 +398,8 @@ class Firmware:
             qos = int(wire.number_param(params, "telemetry_qos", 0, 1))
             if qos != params["telemetry_qos"]:
                 raise wire.Rejected("invalid_params: telemetry_qos must be 0 or 1")
+        if "max_approach_s" in params:
+            self.max_approach_s = wire.number_param(params, "max_approach_s", 1.0, 86400.0)
         self.telemetry_interval_s = interval
         self.telemetry_qos = qos
         self._next_telemetry_at = min(self._next_telemetry_at, self.clock.monotonic() + interval)

@@ -7,9 +7,9 @@ the kind's ready band it runs the duration (``cooking``), then answers ``done`` 
 the element off, a fryer holds its oil at the standby set point). While a cycle runs, ``state``
 carries its ``command_id``, ``task_id`` and ``step``: the batch reference kept with the
 temperatures. A second cycle command while busy is rejected ``busy``. A cycle that cannot reach
-its set point within the kind's ``max_approach_s`` (a dead heating element or compressor) raises
-an ``element_fault`` event (critical) and is answered ``rejected`` (``element_fault``): the
-device did not cook the batch, and says so rather than holding it forever.
+its set point within ``max_approach_s`` (the kind's, or as configured; a dead heating element
+or compressor) raises an ``element_fault`` event (critical) and is answered ``rejected``
+(``element_fault``): the device did not cook the batch, and says so rather than hold it forever.
 
 >>> from firmware_stubs.fakes import Element, ManualClock, RecordingTransport, Thermometer
 >>> from firmware_stubs.kinds import spec_for
@@ -60,7 +60,7 @@ class CycleFirmware(Firmware):
             "setpoint_c": setpoint,
             "duration_s": duration,
             "ends_at": None,
-            "approach_deadline": self.clock.monotonic() + self.spec.max_approach_s,
+            "approach_deadline": self.clock.monotonic() + self.max_approach_s,
         }
         self.send_ack(command["command_id"], "accepted")
         self.set_point(setpoint, self.spec.approach_mode)

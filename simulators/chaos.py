@@ -101,6 +101,35 @@ def make_fault(
     )
 
 
+def parse_schedule(text: str) -> list[tuple[float, Fault]]:
+    """``"0:pass,10:blackhole,30:delay=300"`` as ``(seconds, fault)`` in time order.
+
+    >>> [(t, f.mode, f.delay_ms) for t, f in parse_schedule("0:pass,5:delay=250")]
+    [(0.0, 'pass', 0.0), (5.0, 'delay', 250.0)]
+    """
+    steps = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        at, _, rest = item.partition(":")
+        mode, _, value = rest.partition("=")
+        try:
+            at_s = float(at)
+            number = float(value) if value and mode != "half-open" else None
+        except ValueError:
+            raise ChaosError(f"{item!r}: expected SECONDS:MODE[=NUMBER]") from None
+        if value and mode not in ("delay", "bandwidth", "half-open"):
+            raise ChaosError(f"{item!r}: mode {mode!r} takes no value")
+        fault = make_fault(
+            mode,
+            delay_ms=number if mode == "delay" else None,
+            bytes_per_s=number if mode == "bandwidth" else None,
+            direction=value if mode == "half-open" else None,
+        )
+        steps.append((at_s, fault))
+    if not steps:
+        raise ChaosError("an empty fault schedule")
+    return sorted(steps, key=lambda step: step[0])
+
+
 @dataclass
 class ProxyStats:
     """What went through the proxy since it started (a snapshot; see ``FaultProxy.stats``)."""
@@ -249,6 +278,10 @@ class FaultProxy:
     ) -> Fault:
         """Switch to ``mode`` (see the module docstring) and return the fault now in force."""
         fault = make_fault(mode, delay_ms=delay_ms, bytes_per_s=bytes_per_s, direction=direction)
+        return self.apply_fault(fault, timeout=timeout)
+
+    def apply_fault(self, fault: Fault, *, timeout: float = 5.0) -> Fault:
+        """Put ``fault`` (from :func:`make_fault` or :func:`parse_schedule`) in force."""
         loop = self._loop
         if loop is None or not loop.is_running():
             raise ChaosError(f"{self.name} is not running")

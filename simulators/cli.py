@@ -6,6 +6,9 @@ A thin layer over :mod:`simulators.devices`; every command's docstring is its ``
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -115,6 +118,103 @@ def demo(
         )
     )
     raise typer.Exit(1 if result["errors"] else 0)
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{value!r} is not HOST:PORT")
+    return value
+
+
+@app.command()
+def proxy(
+    target: Annotated[
+        str, typer.Option(help="Where to forward, HOST:PORT (loopback).", callback=_host_port)
+    ],
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free one).", min=0)] = 0,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="Faults over time, 'SECONDS:MODE[=VALUE],...': delay=MS, bandwidth=BYTES_PER_S,"
+            " half-open=upstream|downstream; the last one holds until Ctrl-C."
+        ),
+    ] = "0:pass",
+) -> None:
+    """Run a TCP fault proxy in front of a control plane or a broker until Ctrl-C.
+
+    Point the agent (control_plane_url) or the devices (--mqtt-port) at the printed port.
+    Example, pass for 10 s, blackhole for 20 s, then 300 ms delay:
+
+        brigade-sim proxy --target 127.0.0.1:8700 --port 8701 \\
+            --schedule "0:pass,10:blackhole,30:delay=300"
+    """
+    from simulators.chaos import ChaosError, FaultProxy, parse_schedule
+
+    host, _, target_port = target.rpartition(":")
+    try:
+        steps = parse_schedule(schedule)
+        faults = FaultProxy("127.0.0.1", port, host, int(target_port))
+    except ChaosError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_a: stop.set())
+    with faults:
+        typer.echo(f"fault proxy 127.0.0.1:{faults.port} -> {target}")
+        started = time.monotonic()
+        for at_s, fault in steps:
+            if stop.wait(max(0.0, started + at_s - time.monotonic())):
+                break
+            faults.apply_fault(fault)
+            typer.echo(f"t={at_s:g}s {fault}")
+        stop.wait()
+        typer.echo(f"stats: {faults.stats}")
+
+
+@app.command()
+def probe(
+    path: Annotated[Path, typer.Option(help="Stable path (a symlink to the pty) to create.")],
+    device_id: Annotated[str, typer.Option("--id", help="Probe id.", callback=_ident)] = "probe-1",
+    kind: Annotated[
+        str, typer.Option(help="Equipment the probe sits in (physics).", callback=_kind)
+    ] = "fridge",
+    setpoint: Annotated[float | None, typer.Option(help="Set point, °C.")] = 3.0,
+    interval: Annotated[float, typer.Option(help="Seconds between readings.", min=0.05)] = 5.0,
+    time_scale: Annotated[float, typer.Option(help="Simulated s per real s.", min=0.001)] = 1.0,
+    noise: Annotated[float, typer.Option(help="Sensor noise, °C (std dev).", min=0)] = 0.0,
+    garbage: Annotated[float, typer.Option(help="Share of frames preceded by garbage.")] = 0.0,
+    bad_checksum: Annotated[float, typer.Option(help="Share of frames with a bad checksum.")] = 0.0,
+    dropout: Annotated[float, typer.Option(help="Share of frames lost.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the faults.")] = 0,
+) -> None:
+    """Run a serial temperature probe on a pseudo-terminal until Ctrl-C.
+
+    The agent opens PATH with pyserial (serial_ports in its config) as it would a USB probe.
+    Example, a noisy fridge probe with 5 % bad checksums:
+
+        brigade-sim probe --path /tmp/probe-1 --kind fridge --noise 0.3 --bad-checksum 0.05
+    """
+    from simulators.serial_probe import PhysicsSource, ProbeFaults, SerialProbe
+
+    source = PhysicsSource.of_kind(kind, setpoint_c=setpoint)
+    faults = ProbeFaults(
+        noise_sd_c=noise, garbage_rate=garbage, bad_checksum_rate=bad_checksum, dropout_rate=dropout
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_a: stop.set())
+    with SerialProbe(
+        device_id,
+        source,
+        link_path=path,
+        interval_s=interval,
+        time_scale=time_scale,
+        faults=faults,
+        seed=seed,
+    ) as running:
+        typer.echo(f"probe {device_id} on {running.slave_path}, linked at {path}")
+        stop.wait()
 
 
 @app.command()

@@ -171,6 +171,7 @@ class SimulatedDevice:
         tick_s: float = 0.05,
         keepalive_s: int = 10,
         session_expiry_s: int = 3600,
+        max_approach_s: float | None = None,
     ) -> None:
         self.spec = spec_for(kind)
         self.kitchen_id = kitchen_id
@@ -202,6 +203,9 @@ class SimulatedDevice:
             core_probe=CoreProbe(self.plant) if self.spec.has_core_probe else None,
             door=self.plant if self.spec.has_door else None,
         )
+        if max_approach_s is not None:
+            # A fast plant (the demo's) reaches its set point in seconds; so must a fault show.
+            self.firmware.max_approach_s = max_approach_s
         self.client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
         # A persistent session under a stable client id: QoS 1 commands sent while the device
         # is away wait for it at the broker. connect_async only records where to connect.

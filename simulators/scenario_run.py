@@ -71,9 +71,11 @@ from simulators.wallclock import skewed_argv
 OPEN_STATUSES = ("accepted", "planned", "in_prep")
 #: How long the control plane may take, after the run, to know what the evidence shows.
 CATCH_UP_S = 15.0
-#: Kitchen-day minutes after which a holding breach becomes critical, for the agent's rules
-#: (compressed like the rest of the kitchen day).
-BREACH_DELAY_KITCHEN_MIN = 20.0
+#: Kitchen-day minutes after which a holding breach becomes critical, and an alarm a warning,
+#: for the agent's rules (compressed like the rest of the kitchen day).
+BREACH_DELAY_KITCHEN_MIN = 10.0
+ALARM_DELAY_KITCHEN_MIN = 5.0
+COOKING_MAX_APPROACH_S = 8.0
 
 
 @dataclass
@@ -366,12 +368,15 @@ class ScenarioRun:
             # Cooking runs on real seconds (the menu's recipes); holding on kitchen-day time.
             time_scale=1.0 if cooking else self.tc.factor,
             plant=demo_plant(kind) if cooking else None,
+            # The demo plant heats in about two seconds: a dead element shows after eight.
+            max_approach_s=COOKING_MAX_APPROACH_S if cooking else None,
         )
 
     def _tune_agent(self, config: Path, home: Path) -> None:
         """Settings of a compressed day: quick syncs, compressed breach delays, the probe."""
         data = json.loads(config.read_text())
         breach_s = self.tc.real_seconds(BREACH_DELAY_KITCHEN_MIN)
+        alarm_s = self.tc.real_seconds(ALARM_DELAY_KITCHEN_MIN)
         data.update(
             sync_interval_s=0.5,
             metrics_port=None,
@@ -380,8 +385,8 @@ class ScenarioRun:
             device_offline_alert_s=max(5.0, self.duration_s / 4),
             serial_ports=[{"path": str(home / "probe-1"), "configure": {"interval_s": "60"}}],
             safety_overrides={
-                "fridge-1": {"breach_delay_s": breach_s},
-                "probe-1": {"mode": "cold", "breach_delay_s": breach_s},
+                "fridge-1": {"breach_delay_s": breach_s, "alarm_delay_s": alarm_s},
+                "probe-1": {"mode": "cold", "breach_delay_s": breach_s, "alarm_delay_s": alarm_s},
             },
         )
         config.write_text(json.dumps(data))
@@ -712,10 +717,12 @@ def run_scenario(settings: ScenarioSettings, console: Console | None = None) -> 
                     run.feed.join(20)
                     run.heal_all()
                     healed = True
-                if (stats is not None and settled(stats)) or now >= end_at:
+                drained = stats is not None and settled(stats) and not scenario.run_to_end
+                if drained or now >= end_at:
                     break
             time.sleep(0.5)
         run.facts.duration_s = time.monotonic() - run.started_at
+        run.facts.ended_at = datetime.now(UTC)
         run.check_agents()
         # The evidence is frozen now; the control plane gets a bounded time to catch up with
         # it (agents sync every 0.5 s, a healed partition drains its outbox). The API's task

@@ -90,6 +90,8 @@ class Scenario:
     wall_clock_skew_s: tuple[tuple[int, float], ...] = ()
     min_kitchens: int = 1
     default_duration_s: float = 60.0
+    #: Keep running to the end even when all work has drained (slow effects, e.g. a breach).
+    run_to_end: bool = False
 
 
 #: The scenario menu's SKU mix (ids of :data:`simulators.scenario_menu.SKUS`).
@@ -182,6 +184,7 @@ SCENARIOS: dict[str, Scenario] = {
                 TimedFault(0.6, "probe_stuck"),
             ),
             expect=Expectations(safety_alert=True),
+            run_to_end=True,
         ),
         Scenario(
             "clock-skew",
@@ -273,10 +276,13 @@ class RunFacts:
     faults_applied: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     time_factor: float = 1.0
+    #: Wall-clock end of the run: open orders whose due time had not come yet are not late.
+    ended_at: datetime | None = None
 
 
-def is_late(order: dict[str, Any]) -> bool:
-    """Ready after its promised time minus transport (or not ready at all by the end).
+def is_late(order: dict[str, Any], *, at: datetime | None = None) -> bool:
+    """Ready after its promised time minus transport, or still not ready when that time had
+    passed at ``at`` (the end of the run; an open order still in time is not late).
 
     >>> is_late({"status": "ready", "ready_at": "2026-01-01T12:10:00+00:00",
     ...          "promised_by": "2026-01-01T12:20:00+00:00", "transport_min": 5})
@@ -287,9 +293,11 @@ def is_late(order: dict[str, Any]) -> bool:
     promised = datetime.fromisoformat(order["promised_by"])
     due = promised - timedelta(minutes=float(order.get("transport_min") or 0))
     ready_at = order.get("ready_at")
-    if ready_at is None:
-        return order.get("status") not in ("ready", "handed_over")
-    return datetime.fromisoformat(ready_at) > due
+    if ready_at is not None:
+        return datetime.fromisoformat(ready_at) > due
+    if order.get("status") in ("ready", "handed_over"):
+        return False
+    return at is None or at > due
 
 
 def build_report(facts: RunFacts, scenario: Scenario) -> dict[str, Any]:
@@ -316,7 +324,7 @@ def build_report(facts: RunFacts, scenario: Scenario) -> dict[str, Any]:
         "orders_accepted": facts.accepted,
         "orders_rejected": facts.rejected,
         "orders_ready": len(ready),
-        "orders_late": sum(1 for o in facts.orders if is_late(o)),
+        "orders_late": sum(1 for o in facts.orders if is_late(o, at=facts.ended_at)),
         "orders_open": sum(
             1 for o in facts.orders if o.get("status") in ("accepted", "planned", "in_prep")
         ),

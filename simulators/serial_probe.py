@@ -14,8 +14,9 @@ it hardware:
   overlong lines), each counted in :attr:`SerialProbe.injected` so a test can compare what the
   reader saw with what was done to it.
 
->>> with SerialProbe("probe-1", ScriptedSource([(0, 4.0)]), link_path=Path("/tmp/p1")) as probe:
-...     port = serial.Serial(str(probe.link_path), timeout=1)  # doctest: +SKIP
+>>> probe = SerialProbe("probe-1", ScriptedSource([(0, 4.0)]), link_path=path)  # doctest: +SKIP
+>>> with probe, serial.Serial(str(path), timeout=1) as port:  # doctest: +SKIP
+...     line = port.readline()
 """
 
 from __future__ import annotations

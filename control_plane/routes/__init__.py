@@ -16,7 +16,10 @@ from control_plane.routes import (
     tasks,
 )
 
+# Routes are matched in order, and matching costs per route: the agents' sync, the busiest
+# path by far (every kitchen, every few seconds), comes first.
 ROUTERS: tuple[APIRouter, ...] = (
+    agents.router,
     health.router,
     kitchens.router,
     skus.router,
@@ -25,6 +28,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     alerts.router,
     audit_trail.router,
     enrollment.router,
-    agents.router,
     stats.router,
 )

@@ -41,6 +41,7 @@ from protocol import (
     Channel,
     Command,
     DeviceEvent,
+    DeviceMode,
     ProtocolError,
     State,
     Status,
@@ -76,11 +77,20 @@ class CommandLink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """What the agent knows about one device from its retained birth and status."""
+    """What the agent knows about one device from its retained birth, status and state."""
 
     device_id: str
     kind: str | None
     online: bool
+    mode: str | None = None
+
+    @property
+    def health(self) -> str:
+        """``offline`` (Last Will or never online), ``failed`` (its state says ``fault``), or
+        ``ok``. A failed device is given no new work."""
+        if not self.online:
+            return "offline"
+        return "failed" if self.mode == DeviceMode.FAULT else "ok"
 
 
 class DeviceRegistry:
@@ -90,6 +100,7 @@ class DeviceRegistry:
         self._lock = threading.Lock()
         self._kinds: dict[str, str] = {}
         self._online: dict[str, bool] = {}
+        self._modes: dict[str, str] = {}
 
     def record_birth(self, device_id: str, birth: Birth) -> None:
         with self._lock:
@@ -98,6 +109,10 @@ class DeviceRegistry:
     def record_status(self, device_id: str, status: Status) -> None:
         with self._lock:
             self._online[device_id] = status.state == "online"
+
+    def record_state(self, device_id: str, state: State) -> None:
+        with self._lock:
+            self._modes[device_id] = state.mode.value
 
     def kind_of(self, device_id: str) -> str | None:
         with self._lock:
@@ -108,20 +123,21 @@ class DeviceRegistry:
         with self._lock:
             self._kinds.pop(device_id, None)
             self._online.pop(device_id, None)
+            self._modes.pop(device_id, None)
 
     def devices(self) -> dict[str, DeviceInfo]:
         with self._lock:
             ids = set(self._kinds) | set(self._online)
             return {
-                d: DeviceInfo(d, self._kinds.get(d), self._online.get(d, False))
+                d: DeviceInfo(d, self._kinds.get(d), self._online.get(d, False), self._modes.get(d))
                 for d in sorted(ids)
             }
 
     def online_by_kind(self) -> dict[str, tuple[str, ...]]:
-        """Online devices with a known kind, grouped by kind."""
+        """Healthy online devices with a known kind, grouped by kind (the executor's choice)."""
         grouped: dict[str, list[str]] = {}
         for info in self.devices().values():
-            if info.online and info.kind is not None:
+            if info.health == "ok" and info.kind is not None:
                 grouped.setdefault(info.kind, []).append(info.device_id)
         return {kind: tuple(ids) for kind, ids in grouped.items()}
 
@@ -396,6 +412,8 @@ class MqttLink:
             else:
                 self._submit(action)
         elif isinstance(decoded, State | DeviceEvent):
+            if isinstance(decoded, State):
+                self.registry.record_state(parts.device_id, decoded)
             self._submit(
                 Observed(device_id=decoded.device_id, link="mqtt", seq=decoded.seq, at=time.time())
             )

@@ -21,10 +21,22 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
-def reading(n: int) -> EventRecord:
+def reading(n: int, device_id: str = "fridge-1") -> EventRecord:
     return EventRecord(
         type="readings.summary",
-        payload={"device_id": "fridge-1", "metric": "temp_c", "count": 1, "mean": float(n)},
+        payload={
+            "device_id": device_id,
+            "metric": "temp_c",
+            "unit": "C",
+            "window_start": float(n),
+            "window_end": float(n) + 1,
+            "count": 1,
+            "min": float(n),
+            "max": float(n),
+            "mean": float(n),
+            "last": float(n),
+            "missed": 0,
+        },
     )
 
 
@@ -65,20 +77,39 @@ def test_promotion_only_fills_the_room_one_batch_has_left(store: Store) -> None:
     assert store.routine_depth() == 0
 
 
-def test_the_disk_budget_drops_oldest_telemetry_first_and_counts_it(store: Store) -> None:
-    """Over budget: routine rows go, oldest first, counted; every numbered event stays."""
+def test_over_budget_the_oldest_summaries_are_compacted_before_anything_is_dropped(
+    store: Store,
+) -> None:
+    """One fridge's 5000 summaries over budget: merged into coarser ones (counted), every
+    reading still counted in them, min/max kept; numbered events untouched."""
     for n in range(50):
         store.append_event(type="task.started", payload={"n": n}, occurred_at=1.0)
     store.append_routine(events=[reading(n) for n in range(5000)], occurred_at=1.0)
     budget = store.used_bytes() // 2
-    dropped = store.enforce_disk_budget(budget_bytes=budget)
-    assert dropped > 0
-    assert store.used_bytes() <= budget
-    assert store.counters()["routine_dropped"] == dropped
+    removed = store.enforce_disk_budget(budget_bytes=budget)
+    assert removed > 0 and store.used_bytes() <= budget
+    assert store.counters() == {"routine_compacted": removed}
     assert store.outbox_depth() == 50
-    store.promote_routine(max_unacked=500)
-    first_kept = store.pending_events(limit=500)[50].payload["mean"]
-    assert first_kept == float(dropped)  # the survivors are the newest ones, in order
+    store.promote_routine(max_unacked=10_000)
+    summaries = [e.payload for e in store.pending_events(limit=10_000)[50:]]
+    assert sum(s["count"] for s in summaries) == 5000
+    assert (summaries[0]["min"], max(s["max"] for s in summaries)) == (0.0, 4999.0)
+    assert [s["window_start"] for s in summaries] == sorted(s["window_start"] for s in summaries)
+
+
+def test_summaries_that_cannot_be_merged_are_dropped_oldest_first_and_counted(
+    store: Store,
+) -> None:
+    """5000 summaries of 5000 different probes: nothing to merge, the oldest are dropped."""
+    store.append_routine(
+        events=[reading(n, device_id=f"probe-{n}") for n in range(5000)], occurred_at=1.0
+    )
+    budget = store.used_bytes() // 2
+    dropped = store.enforce_disk_budget(budget_bytes=budget)
+    assert dropped > 0 and store.used_bytes() <= budget
+    assert store.counters() == {"routine_dropped": dropped}
+    store.promote_routine(max_unacked=10_000)
+    assert store.pending_events(limit=1)[0].payload["device_id"] == f"probe-{dropped}"
 
 
 def test_alerts_and_task_events_are_recorded_when_the_budget_is_exhausted(store: Store) -> None:

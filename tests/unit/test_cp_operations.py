@@ -430,8 +430,9 @@ def test_open_work_per_station_follows_every_task_change(store: Store, settings:
     box = enroll(store, settings)
     first, *_ = box.sync(T0 + 1)[0].leases
     box.sync(T0 + 2, [box.started(first, at=T0 + 2), box.done(first, at=T0 + 3)])
-    cancel(store, orders_placed[3], now=T0 + 4)
-    task_id = task_of(store, orders_placed[2])["id"]
+    open_orders = [o for o in orders_placed if task_of(store, o)["id"] != first.task_id]
+    cancel(store, open_orders[0], now=T0 + 4)
+    task_id = task_of(store, open_orders[1])["id"]
     leases.reassign(
         store,
         task_id,

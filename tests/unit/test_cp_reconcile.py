@@ -8,15 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from control_plane.reconcile import (
+from control_plane.clock import (
     ClockEstimate,
-    Reconnect,
     estimate_clock_offset,
-    plan_batch,
     server_time_of,
-    track_reconnect,
     update_clock_estimate,
 )
+from control_plane.reconcile import Reconnect, plan_batch, track_reconnect
 
 DRIFT_PPM, STEP_S = 200.0, 5.0
 

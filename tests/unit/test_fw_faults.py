@@ -66,3 +66,12 @@ def test_short_excursion_below_the_delay_raises_nothing() -> None:
     bench.sensor.temp_c = 3.5
     bench.run(600, step_s=5)
     assert "temperature_alarm" not in events(bench)
+
+
+def test_configure_sets_how_long_a_cycle_may_take_to_reach_its_set_point() -> None:
+    """configure max_approach_s=10: the element fault shows after 10 s, not the kind's 1800."""
+    bench = Bench("oven")
+    assert bench.send_command("configure", {"max_approach_s": 10})["result"] == "done"
+    bench.send_command("cook", {"setpoint_c": 180, "duration_s": 60}, command_id="t.s0.a1")
+    bench.run(10)
+    assert bench.transport.last("ack")["reason"] == "element_fault"
