@@ -64,6 +64,7 @@ class Ingest:
         self._observed: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
         #: Rare and precious (status changes, staff actions): a queue of their own.
         self._statuses: queue.Queue[StatusSeen | CorrectiveAction] = queue.Queue(maxsize=1000)
+        self._urgent = threading.Event()
         self._counts_lock = threading.Lock()
         self.readings_ingested = 0
         self.dropped: Counter[str] = Counter()
@@ -80,6 +81,8 @@ class Ingest:
         except queue.Full:
             self.count_drop("queue_full", len(getattr(item, "readings", ())) or 1)
             return False
+        if target is self._statuses:
+            self._urgent.set()  # a status change or a staff action is recorded at once
         return True
 
     def count_drop(self, reason: str, n: int = 1) -> None:
@@ -99,8 +102,11 @@ class Ingest:
     # -- the ingest thread --------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Flush every ``flush_s`` until ``stop``; a last flush closes every open window."""
-        while not stop.wait(self.flush_s):
+        """Flush every ``flush_s`` (at once when a status or staff action comes in) until
+        ``stop``; a last flush closes every open window. ``stop`` is seen within ``flush_s``."""
+        while not stop.is_set():
+            self._urgent.wait(self.flush_s)
+            self._urgent.clear()
             self._safe_flush(force=False)
         self._safe_flush(force=True)
 

@@ -211,7 +211,7 @@ class MetricsServer:
         try:
             server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
-            log.error(
+            log.warning(
                 "cannot serve local metrics; continuing without them",
                 extra={"host": host, "port": port, "error": str(exc)},
             )

@@ -240,7 +240,7 @@ def scenario(
     independent check of duplicate starts and lost events. Exits 1 if its verdict fails.
 
     Scenarios: normal, rush, kitchen-offline, partition, agent-crash, broker-restart,
-    equipment-failure, cooling-violation, clock-skew, control-plane-restart.
+    equipment-failure, cooling-violation, clock-skew, device-links, control-plane-restart.
 
     Example, a 40-second partition with a report and charts:
 

@@ -17,12 +17,11 @@ import contextlib
 import json
 import os
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from rich.table import Table
 from simulators import charts
 from simulators.broker import Broker
 from simulators.chaos import FaultProxy
-from simulators.demand import PlannedOrder, TimeCompression, compress, generate
+from simulators.demand import compress, generate
 from simulators.demo import LOAD_SHARE
 from simulators.demo_menu import demo_plant
 from simulators.devices import SimulatedDevice
@@ -45,6 +44,7 @@ from simulators.invariants import (
     duplicate_starts,
     lost_events,
 )
+from simulators.order_feed import OrderFeed, all_pages, created
 from simulators.processes import ManagedProcess
 from simulators.scenario_menu import (
     COLD_HOLDING_LIMIT_C,
@@ -75,7 +75,17 @@ CATCH_UP_S = 15.0
 #: for the agent's rules (compressed like the rest of the kitchen day).
 BREACH_DELAY_KITCHEN_MIN = 10.0
 ALARM_DELAY_KITCHEN_MIN = 5.0
-COOKING_MAX_APPROACH_S = 8.0
+COOKING_MAX_APPROACH_S = 5.0
+#: Faults of shared infrastructure rather than of one kitchen.
+WHOLE_SITE_ACTIONS = frozenset(
+    {
+        "crash_broker",
+        "start_broker",
+        "restart_broker",
+        "crash_control_plane",
+        "start_control_plane",
+    }
+)
 
 
 @dataclass
@@ -109,6 +119,8 @@ class ScenarioKitchen:
     kitchen_id: str
     home: Path
     proxy: FaultProxy
+    #: The kitchen's devices reach the broker through this one (device <-> broker faults).
+    bus: FaultProxy
     agent: ManagedProcess
     devices: dict[str, SimulatedDevice]
     probe: SerialProbe
@@ -118,98 +130,6 @@ class ScenarioKitchen:
     broken: set[str] = field(default_factory=set)
     doors_open: set[str] = field(default_factory=set)
     down: bool = False
-
-
-class OrderFeed(threading.Thread):
-    """Posts the compressed demand at its times; retries transport errors with the same key."""
-
-    def __init__(
-        self,
-        cp: ControlPlane,
-        plan: list[tuple[float, PlannedOrder]],
-        tc: TimeCompression,
-        facts: RunFacts,
-        started_at: float,
-    ) -> None:
-        super().__init__(name="order-feed", daemon=True)
-        self.cp, self.plan, self.tc, self.facts = cp, plan, tc, facts
-        self.started_at = started_at
-        self.accepted_ids: list[str] = []
-        self.reasons: Counter[str] = Counter()
-        self.halt = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        with self.cp.client(timeout=5.0) as http:
-            for offset, order in self.plan:
-                wait = self.started_at + offset - time.monotonic()
-                if self.halt.wait(max(0.0, wait)):
-                    return
-                self.submit(http, order)
-
-    def submit(self, http: httpx.Client, order: PlannedOrder) -> None:
-        now = datetime.now(UTC)
-        promised = now + timedelta(seconds=self.tc.real_seconds(order.promise_min))
-        body = {
-            "items": [{"sku_id": order.sku_id, "quantity": order.quantity}],
-            "promised_by": promised.isoformat(),
-            "destination": order.destination,
-            "transport_min": round(self.tc.real_seconds(order.transport_min) / 60.0, 4),
-            "priority": order.priority,
-        }
-        with self.lock:
-            self.facts.submitted += 1
-        # The same key makes every retry safe (a crash after commit replays the stored answer).
-        deadline = time.monotonic() + 15.0
-        while not self.halt.is_set():
-            try:
-                response = http.post(
-                    "/v1/orders", json=body, headers={"Idempotency-Key": order.key}
-                )
-            except httpx.HTTPError as exc:
-                if time.monotonic() > deadline:
-                    self._error(f"order {order.key}: {exc!r}")
-                    return
-                self.halt.wait(0.3)
-                continue
-            if response.status_code == 201:
-                with self.lock:
-                    self.facts.accepted += 1
-                    self.accepted_ids.append(response.json()["id"])
-                return
-            problem = _json(response)
-            if response.status_code in (422, 429, 503) and "reason" in problem:
-                with self.lock:
-                    self.facts.rejected += 1
-                    self.reasons[str(problem["reason"])] += 1
-                return
-            if response.status_code in (409, 502, 503) and time.monotonic() < deadline:
-                self.halt.wait(0.3)
-                continue
-            self._error(f"order {order.key}: HTTP {response.status_code} {response.text[:160]}")
-            return
-
-    def _error(self, what: str) -> None:
-        with self.lock:
-            self.facts.errors.append(what)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    with contextlib.suppress(ValueError):
-        body = response.json()
-        if isinstance(body, dict):
-            return body
-    return {}
-
-
-def _created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code not in (200, 201):
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code}: {response.text[:300]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 class ScenarioRun:
@@ -234,6 +154,7 @@ class ScenarioRun:
         self.cp: ControlPlane | None = None
         self.recorder: BusRecorder | None = None
         self.kitchens: list[ScenarioKitchen] = []
+        self._bus_ports: dict[str, int] = {}
         self.feed: OrderFeed | None = None
         self.queue_samples: list[tuple[float, dict[str, int]]] = []
         self.started_at = time.monotonic()
@@ -256,7 +177,7 @@ class ScenarioRun:
         self.recorder = BusRecorder(self.broker.host, self.broker.port).start()
         with self.cp.client() as http:
             for sku in SKUS:
-                _created(http.post("/v1/skus", json=sku))
+                created(http.post("/v1/skus", json=sku))
             for n in range(1, self.kitchen_count + 1):
                 self.kitchens.append(self._start_kitchen(http, n))
         profile = self.scenario.demand.scaled(self.kitchen_count)
@@ -276,7 +197,7 @@ class ScenarioRun:
         kitchen_id = f"k{n}"
         home = self.workdir / kitchen_id
         home.mkdir(parents=True, exist_ok=True)
-        _created(
+        created(
             http.post(
                 "/v1/kitchens",
                 json={
@@ -288,12 +209,16 @@ class ScenarioRun:
             )
         )
         for device_id, kind, station in COOKING + HOLDING:
-            _created(
+            created(
                 http.post(
                     f"/v1/kitchens/{kitchen_id}/equipment",
                     json={"id": device_id, "kind": kind, "station_id": station},
                 )
             )
+        bus = FaultProxy(
+            "127.0.0.1", 0, self.broker.host, self.broker.port, name=f"bus-{kitchen_id}"
+        ).start()
+        self._bus_ports[kitchen_id] = bus.port
         devices = {
             device_id: self._device(kitchen_id, device_id, kind).start()
             for device_id, kind, _ in COOKING + HOLDING
@@ -309,7 +234,7 @@ class ScenarioRun:
         ).start()
         proxy = FaultProxy("127.0.0.1", 0, self.cp.host, self.cp.port, name=f"wan-{kitchen_id}")
         proxy.start()
-        token = _created(
+        token = created(
             http.post("/v1/enrollment-tokens", json={"kitchen_id": kitchen_id, "ttl_s": 600})
         )["token"]
         config = home / "agent.json"
@@ -353,7 +278,7 @@ class ScenarioRun:
             seed=self.settings.seed * 100 + n,
         ).start()
         return ScenarioKitchen(
-            kitchen_id, home, proxy, agent, devices, probe, source, staff, staff_http
+            kitchen_id, home, proxy, bus, agent, devices, probe, source, staff, staff_http
         )
 
     def _device(self, kitchen_id: str, device_id: str, kind: str) -> SimulatedDevice:
@@ -363,12 +288,12 @@ class ScenarioRun:
             kind,
             kitchen_id,
             device_id,
-            mqtt_host=self.broker.host,
-            mqtt_port=self.broker.port,
+            mqtt_host="127.0.0.1",
+            mqtt_port=self._bus_ports[kitchen_id],
             # Cooking runs on real seconds (the menu's recipes); holding on kitchen-day time.
             time_scale=1.0 if cooking else self.tc.factor,
             plant=demo_plant(kind) if cooking else None,
-            # The demo plant heats in about two seconds: a dead element shows after eight.
+            # The demo plant heats in about two seconds: a dead element shows after five.
             max_approach_s=COOKING_MAX_APPROACH_S if cooking else None,
         )
 
@@ -399,6 +324,10 @@ class ScenarioRun:
             "partition": lambda: kitchen.proxy.set_mode("blackhole"),
             "heal": lambda: kitchen.proxy.set_mode("pass"),
             "slow_link": lambda: kitchen.proxy.set_mode("delay", delay_ms=300),
+            "bus_reset": lambda: kitchen.bus.set_mode("reset"),
+            "bus_delay": lambda: kitchen.bus.set_mode("delay", delay_ms=200),
+            "bus_half_open": lambda: kitchen.bus.set_mode("half-open", direction="downstream"),
+            "bus_heal": lambda: kitchen.bus.set_mode("pass"),
             "crash_agent": kitchen.agent.kill,
             "start_agent": lambda: kitchen.agent.running() or kitchen.agent.start(),
             "restart_agent": lambda: (kitchen.agent.kill(), kitchen.agent.start()),
@@ -420,17 +349,18 @@ class ScenarioRun:
             "probe_replug": kitchen.probe.replug,
         }
         actions[fault.action]()
+        where = None if fault.action in WHOLE_SITE_ACTIONS else kitchen.kitchen_id
         self.facts.faults_applied.append(
             {
                 "at_s": round(time.monotonic() - self.started_at, 1),
                 "action": fault.action,
-                "kitchen": kitchen.kitchen_id,
+                "kitchen": where,
                 "target": fault.target or None,
             }
         )
         self.console.print(
             f"  t={time.monotonic() - self.started_at:5.1f}s  {fault.action} "
-            f"{kitchen.kitchen_id} {fault.target}".rstrip(),
+            f"{where or ''} {fault.target}".rstrip(),
             highlight=False,
         )
 
@@ -493,6 +423,7 @@ class ScenarioRun:
             self.cp.start()
         for kitchen in self.kitchens:
             kitchen.proxy.set_mode("pass")
+            kitchen.bus.set_mode("pass")
             if kitchen.down:
                 self._kitchen_up(kitchen)
             if not kitchen.agent.running():
@@ -536,16 +467,17 @@ class ScenarioRun:
         assert self.cp is not None and self.feed is not None
         facts = self.facts
         with self.cp.client(timeout=10.0) as http:
-            facts.orders = _all_pages(http, "/v1/orders", "orders")
-            facts.tasks = _all_pages(http, "/v1/tasks", "tasks")
+            facts.orders = all_pages(http, "/v1/orders", "orders")
+            facts.tasks = all_pages(http, "/v1/tasks", "tasks")
             try:
-                facts.alerts = _all_pages(http, "/v1/alerts", "alerts")
+                facts.alerts = all_pages(http, "/v1/alerts", "alerts")
             except httpx.HTTPError:
                 facts.alerts = None
         facts.rejection_reasons = dict(self.feed.reasons)
         facts.device_alarms = sum(
             1 for e in evidence.events if e.get("event") in ("temperature_alarm", "element_fault")
         )
+        facts.device_events = dict(Counter(str(e.get("event")) for e in evidence.events))
         steps = {sku["id"]: len(sku["steps"]) - 1 for sku in SKUS}
         final_steps = {t["id"]: steps[t["sku_id"]] for t in facts.tasks if t["sku_id"] in steps}
         duplicates = duplicate_starts(evidence.commands, evidence.acks)
@@ -614,6 +546,7 @@ class ScenarioRun:
                     device.stop()
             kitchen.probe.stop()
             kitchen.proxy.stop()
+            kitchen.bus.stop()
         if self.recorder is not None:
             self.recorder.stop()
         if self.cp is not None:
@@ -631,20 +564,6 @@ def settled(stats: dict[str, Any]) -> bool:
     return not any(tasks.get(s, 0) for s in ("leased", "started")) and not any(
         orders.get(s, 0) for s in OPEN_STATUSES
     )
-
-
-def _all_pages(http: httpx.Client, path: str, key: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500}
-        if cursor:
-            params["cursor"] = cursor
-        body = http.get(path, params=params).raise_for_status().json()
-        items.extend(body[key])
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return items
 
 
 def leftover_processes(workdir: Path) -> list[int]:

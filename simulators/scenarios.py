@@ -28,6 +28,10 @@ Action = Literal[
     "partition",  # blackhole the kitchen's agent <-> control plane link (fault proxy)
     "heal",  # back to pass
     "slow_link",  # 300 ms per chunk on the agent's link
+    "bus_reset",  # RST every device <-> broker connection of the kitchen, and new ones
+    "bus_delay",  # 200 ms per chunk on the kitchen's device links
+    "bus_half_open",  # devices' links forward to the broker but nothing comes back
+    "bus_heal",
     "crash_agent",  # SIGKILL the kitchen's agent
     "start_agent",  # start it again
     "restart_agent",  # SIGKILL and start at once
@@ -69,6 +73,8 @@ class Expectations:
     some_ready: bool = True
     #: A food-safety alert (agent alert or device alarm) must be raised.
     safety_alert: bool = False
+    #: Device events that must show on the bus (e.g. the fault a scenario injects).
+    device_events: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +174,12 @@ SCENARIOS: dict[str, Scenario] = {
             "work moves to the other oven, the fridge door is left open for a while.",
             DAY,
             faults=(
-                TimedFault(0.25, "fail_element", target="oven-1"),
+                TimedFault(0.2, "fail_element", target="oven-1"),
                 TimedFault(0.3, "open_door", target="fridge-1"),
                 TimedFault(0.45, "close_door", target="fridge-1"),
-                TimedFault(0.7, "repair_element", target="oven-1"),
+                TimedFault(0.9, "repair_element", target="oven-1"),
             ),
+            expect=Expectations(device_events=("element_fault",)),
         ),
         Scenario(
             "cooling-violation",
@@ -192,6 +199,19 @@ SCENARIOS: dict[str, Scenario] = {
             "the agent measures them on its monotonic clock.",
             DAY,
             wall_clock_skew_s=((1, 900.0),),
+        ),
+        Scenario(
+            "device-links",
+            "Kitchen 1's equipment links to the broker are reset, then slow, then half-open: "
+            "devices reconnect and the agent re-sends, never starting a batch twice.",
+            DAY,
+            faults=(
+                TimedFault(0.2, "bus_reset"),
+                TimedFault(0.3, "bus_heal"),
+                TimedFault(0.45, "bus_delay"),
+                TimedFault(0.6, "bus_half_open"),
+                TimedFault(0.7, "bus_heal"),
+            ),
         ),
         Scenario(
             "control-plane-restart",
@@ -272,6 +292,8 @@ class RunFacts:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] | None = None
     device_alarms: int = 0
+    #: Device events seen on the bus, by event name (faults, alarms, doors, staff).
+    device_events: dict[str, int] = field(default_factory=dict)
     invariants: dict[str, Any] = field(default_factory=dict)
     faults_applied: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -335,6 +357,8 @@ def build_report(facts: RunFacts, scenario: Scenario) -> dict[str, Any]:
         "sla_alerts": len(sla),
         "safety_alerts": len(safety),
         "device_alarms": facts.device_alarms,
+        "device_events": dict(facts.device_events),
+        "alerts_by_kind": _count(a.get("kind") for a in alerts),
         "waste_units": sum(int(t.get("wasted_quantity") or 0) for t in facts.tasks),
         "errors": len(facts.errors),
         "error_samples": facts.errors[:10],
@@ -361,6 +385,9 @@ def verdict(report: dict[str, Any], scenario: Scenario) -> dict[str, Any]:
         failures.append("no accepted order became ready")
     if expect.safety_alert and not (report["safety_alerts"] or report["device_alarms"]):
         failures.append("no food-safety alert was raised")
+    for event in expect.device_events:
+        if not report["device_events"].get(event):
+            failures.append(f"no {event} event on the kitchen bus")
     if report["errors"]:
         failures.append(f"{report['errors']} errors")
     return {"passed": not failures, "failures": failures}

@@ -212,3 +212,13 @@ def test_unknown_mode_and_missing_parameters_are_refused(fault_proxy: FaultProxy
     with pytest.raises(ChaosError, match="delay_ms"):
         fault_proxy.set_mode("delay")
     assert fault_proxy.fault.mode == "pass"
+
+
+def test_fault_for_block_lifts_the_fault_when_the_block_ends(fault_proxy: FaultProxy) -> None:
+    """Inside fault_for_block('blackhole') nothing flows; after it, held bytes arrive."""
+    with connect(fault_proxy) as sock:
+        with fault_proxy.fault_for_block("blackhole"):
+            sock.sendall(b"wait")
+            assert nothing_arrives(sock)
+        assert fault_proxy.fault.mode == "pass"
+        assert recv_exactly(sock, 4) == b"wait"

@@ -97,6 +97,7 @@ def test_faults_that_break_something_are_healed_in_the_same_scenario(name: str) 
         "crash_broker": "start_broker",
         "crash_control_plane": "start_control_plane",
         "open_door": "close_door",
+        "bus_reset": "bus_heal",
     }
     for broken, healed in pairs.items():
         assert actions.count(broken) <= actions.count(healed), f"{broken} never undone"
