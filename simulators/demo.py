@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import tempfile
@@ -31,7 +32,7 @@ from rich.table import Table
 from simulators.broker import Broker
 from simulators.demo_menu import EQUIPMENT, SKUS, STATIONS, demo_plant
 from simulators.devices import SimulatedDevice
-from simulators.processes import ManagedProcess
+from simulators.processes import ManagedProcess, free_port
 from simulators.services import ControlPlane, console_script, run_cli
 
 #: Share of the run spent submitting orders; the rest lets open orders finish.
@@ -224,6 +225,7 @@ class Demo:
             "--config",
             str(config),
         )
+        metrics_port = self._tune_agent(config)
         agent = ManagedProcess(
             f"agent:{kitchen_id}",
             [
@@ -241,9 +243,20 @@ class Demo:
             log_path=home / "agent.log",
         ).start()
         self.console.print(
-            f"  kitchen {kitchen_id}     agent pid {agent.pid}, {len(devices)} devices"
+            f"  kitchen {kitchen_id}     agent pid {agent.pid}, {len(devices)} devices, "
+            f"agent metrics http://127.0.0.1:{metrics_port}/metrics",
+            soft_wrap=True,
         )
         return Kitchen(kitchen_id, agent, devices)
+
+    @staticmethod
+    def _tune_agent(config: Path) -> int:
+        """Quick syncs for a lively demo, and each agent's /metrics on a port of its own."""
+        data = json.loads(config.read_text())
+        data.update(sync_interval_s=0.5, metrics_port=free_port())
+        config.write_text(json.dumps(data))
+        os.chmod(config, 0o600)
+        return int(data["metrics_port"])
 
     # -- run -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
