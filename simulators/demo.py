@@ -283,19 +283,23 @@ class Demo:
             self.load.join(timeout=15)
 
     def close(self) -> None:
-        """Stop everything, newest first; never raises."""
-        self.stop_load()
+        """Stop everything, newest first. Every step runs even if an earlier one fails, so a
+        crash of the demo itself never leaves a broker, server or agent behind."""
+        steps: list[Callable[[], object]] = [self.stop_load]
         for kitchen in self.kitchens:
-            kitchen.agent.stop()
-            for device in kitchen.devices:
-                with contextlib.suppress(Exception):
-                    device.stop()
+            steps.append(kitchen.agent.stop)
+            steps += [device.stop for device in kitchen.devices]
         if self.cp is not None:
-            self.cp.stop()
+            steps.append(self.cp.stop)
         if self.broker is not None:
-            self.broker.stop()
+            steps.append(self.broker.stop)
         if self._tmp is not None:
-            self._tmp.cleanup()
+            steps.append(self._tmp.cleanup)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # the next process must still be stopped
+                self.console.print(f"[red]shutdown:[/red] {step!r} failed: {exc!r}")
 
     # -- report ----------------------------------------------------------------------------
     def report(self, stats: dict[str, Any], elapsed_s: float) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -46,7 +47,15 @@ def run_cli(*argv: str, timeout: float = 60, env: dict[str, str] | None = None) 
 class ControlPlane:
     """A ``brigade serve`` subprocess on a free loopback port with its own SQLite file."""
 
-    def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env`` adds to the server's environment, e.g. ``{"BRIGADE_LEASE_HORIZON_S": "60"}``."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.host = host
@@ -67,6 +76,7 @@ class ControlPlane:
                 str(self.port),
             ],
             log_path=root / "control-plane.log",
+            env={**os.environ, **(env or {})},
         )
 
     @property

@@ -61,7 +61,7 @@ def kitchen_cp(control_plane: ControlPlane) -> Iterator[ControlPlane]:
         yield control_plane
 
 
-@pytest.mark.chaos
+@pytest.mark.soak
 def test_kill_9_during_intake_loses_no_answered_order_and_duplicates_none(
     kitchen_cp: ControlPlane,
 ) -> None:
