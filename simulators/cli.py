@@ -97,9 +97,10 @@ def demo(
         Path | None, typer.Option(help="Keep databases and logs here (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Run the whole system on this machine: a control plane, a broker, N kitchens each with
-    an agent and simulated ovens and fryers, and an order load, with live progress and a
-    summary. Exits 1 if anything went wrong (errors > 0).
+    """Run the whole system on this machine, with live progress and a summary.
+
+    It starts a control plane, a broker, N kitchens each with an agent and simulated ovens and
+    fryers, and an order load. Exits 1 if anything went wrong (errors > 0).
 
     Example, 30 seconds with 2 kitchens and a JSON report:
 
@@ -236,8 +237,11 @@ def scenario(
         Path | None, typer.Option(help="Keep databases and logs here (default: a temp dir).")
     ] = None,
 ) -> None:
-    """Run a whole-day scenario: control plane, broker, kitchens, demand and faults, with an
-    independent check of duplicate starts and lost events. Exits 1 if its verdict fails.
+    """Run a whole-day scenario with faults and an independent invariant check.
+
+    It starts a control plane, a broker, kitchens with agents and devices, seeded demand and
+    the scenario's faults, then checks duplicate starts and lost events from evidence outside
+    the agent and control plane. Exits 1 if its verdict fails.
 
     Scenarios: normal, rush, kitchen-offline, partition, agent-crash, broker-restart,
     equipment-failure, cooling-violation, clock-skew, device-links, control-plane-restart.
