@@ -121,7 +121,7 @@ def assert_task_story_once(fake: FakeControlPlane, bus: BusObserver, task_id: st
     assert len({e.event_id for e in fake.events.values()}) == len(fake.events)
 
 
-@pytest.mark.chaos
+@pytest.mark.soak
 def test_kill_9_at_random_points_never_starts_twice_loses_or_duplicates_an_event(
     tmp_path: Path, broker: Broker
 ) -> None:
