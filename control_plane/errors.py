@@ -10,7 +10,8 @@
     ├── NotFound                     404 no such resource
     ├── Conflict                     409 the resource already exists or is busy
     │   ├── IdempotencyKeyInFlight   409 the first request with this key is still running
-    │   └── StateConflict            409 not allowed in the current state (``reason`` says why)
+    │   ├── StateConflict            409 not allowed in the current state (``reason`` says why)
+    │   └── SeqReused                409 an agent sent an acked ``seq`` with another event id
     ├── PayloadTooLarge              413 the body exceeds the configured bound
     ├── Unprocessable                422 well-formed but semantically refused
     │   ├── IdempotencyKeyReuse      422 same key, different body
@@ -78,6 +79,10 @@ class IdempotencyKeyInFlight(Conflict):
 
 class StateConflict(Conflict):
     slug, title = "state-conflict", "Not allowed in the resource's current state"
+
+
+class SeqReused(Conflict):
+    slug, title = "seq-reused", "Event sequence number reused with a different event"
 
 
 class PayloadTooLarge(BrigadeError):

@@ -18,8 +18,11 @@ import json
 import sqlite3
 from typing import Any
 
+from control_plane import audit
 from control_plane.audit import iso
+from control_plane.errors import NotFound, StateConflict
 from control_plane.queries import Reader
+from control_plane.store import Store
 
 #: Task states in which a kitchen holds the task (and may be cooking it).
 HELD_STATES = ("leased", "started")
@@ -118,4 +121,57 @@ def agent_view(row: sqlite3.Row, *, now: float, unreachable_after_s: float) -> d
         "clock_offset_s": row["clock_offset_s"],
         "clock_samples": row["clock_samples"],
         "reconnect": reconnect,
+        "events_unrecoverable": None
+        if row["unrecoverable_from_seq"] is None
+        else {
+            "from_seq": row["unrecoverable_from_seq"],
+            "to_seq": row["unrecoverable_to_seq"],
+            "detected_at": iso(row["unrecoverable_detected_at"]),
+        },
     }
+
+
+def accept_gap(
+    store: Store,
+    agent_id: str,
+    *,
+    reason: str,
+    now: float,
+    actor: str,
+    unreachable_after_s: float,
+) -> dict[str, Any]:
+    """An operator's decision that an agent's ``events_unrecoverable`` gap is lost for good:
+    ``last_acked_seq`` moves past it, so the agent's later events are applied again. Audited.
+    """
+    with store.write() as tx:
+        row = tx.agent(agent_id)
+        if row is None:
+            raise NotFound(f"no agent {agent_id!r}")
+        if row["unrecoverable_from_seq"] is None:
+            raise StateConflict(
+                f"agent {agent_id} has no unrecoverable gap to accept",
+                reason="no_unrecoverable_gap",
+            )
+        from_seq, to_seq = int(row["unrecoverable_from_seq"]), int(row["unrecoverable_to_seq"])
+        tx.set_agent_acked_seq(agent_id=agent_id, last_acked_seq=max(to_seq, row["last_acked_seq"]))
+        tx.set_agent_unrecoverable(agent_id=agent_id, from_seq=None, to_seq=None, at=None)
+        tx.set_agent_stalled(agent_id=agent_id, first_seq=None, syncs=0)
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="agent.gap_accepted",
+            subject_type="agent",
+            subject_id=agent_id,
+            kitchen_id=row["kitchen_id"],
+            reason=reason,
+            details={
+                "from_seq": from_seq,
+                "to_seq": to_seq,
+                "previous_last_acked_seq": row["last_acked_seq"],
+            },
+        )
+        updated = tx.agent(agent_id)
+        assert updated is not None
+        return agent_view(updated, now=now, unreachable_after_s=unreachable_after_s)

@@ -91,6 +91,7 @@ def redeliver_or_reclaim(
     renewed: set[str],
     want: int,
     now: float,
+    built_at: float,
     caught_up: bool = True,
 ) -> list[Lease]:
     """Deal with leases this agent holds on the server but did not renew (so does not know of,
@@ -100,6 +101,9 @@ def redeliver_or_reclaim(
 
     ``caught_up`` says the agent's outbox is drained (no gap, nothing left behind this batch):
     only then does "reported no start" mean it did not start, so only then is a task reclaimed.
+    ``built_at`` is when the agent built the request, on the server's timeline: the request
+    speaks only for that instant, so only a lease whose ``start_by`` had passed by then is
+    reclaimed (a request delayed in a queue may predate the lease, or the agent's start of it).
     """
     redelivered: list[Lease] = []
     for task in tx.tasks_leased_to(agent.agent_id):
@@ -109,7 +113,7 @@ def redeliver_or_reclaim(
             if len(redelivered) < want:
                 redelivered.append(_lease_message(tx, task, now=now))
             continue
-        if not caught_up:
+        if not caught_up or task["start_by"] >= built_at:
             continue
         tx.release_task(task_id=task["id"], at=now)
         for order_id in tx.order_ids_of_task(task["id"]):

@@ -166,4 +166,18 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        # Sync ordering and unrecoverable gaps: the newest heartbeat an agent built (so a
+        # stale, reordered request takes no lease back), and a gap at the start of the agent's
+        # batches that it keeps sending unchanged (its events are gone; an operator decides).
+        "0005_sync_order_and_unrecoverable_gaps",
+        """
+        ALTER TABLE agents ADD COLUMN last_heartbeat_sent_at REAL;
+        ALTER TABLE agents ADD COLUMN stalled_first_seq INTEGER;
+        ALTER TABLE agents ADD COLUMN stalled_syncs INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE agents ADD COLUMN unrecoverable_from_seq INTEGER;
+        ALTER TABLE agents ADD COLUMN unrecoverable_to_seq INTEGER;
+        ALTER TABLE agents ADD COLUMN unrecoverable_detected_at REAL;
+        """,
+    ),
 )

@@ -192,6 +192,19 @@ class Reader:
     def agent(self, agent_id: str) -> sqlite3.Row | None:
         return self._one("SELECT * FROM agents WHERE id = ?", (agent_id,))
 
+    def event_ids(self, agent_id: str, seqs: Sequence[int]) -> dict[int, str]:
+        """The stored ``event_id`` of each of the agent's ``seqs`` that is stored."""
+        found: dict[int, str] = {}
+        for start in range(0, len(seqs), 500):
+            chunk = list(seqs[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            for row in self._all(
+                f"SELECT seq, event_id FROM events WHERE agent_id = ? AND seq IN ({marks})",
+                (agent_id, *chunk),
+            ):
+                found[int(row["seq"])] = str(row["event_id"])
+        return found
+
     def agent_by_credential(self, credential_hash: str) -> sqlite3.Row | None:
         return self._one("SELECT * FROM agents WHERE credential_hash = ?", (credential_hash,))
 

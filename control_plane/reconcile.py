@@ -23,7 +23,7 @@ from control_plane import audit, leases
 from control_plane.auth import AgentIdentity
 from control_plane.clock import ClockEstimate, server_time_of, update_clock_estimate
 from control_plane.config import Settings
-from control_plane.errors import Forbidden
+from control_plane.errors import Forbidden, SeqReused
 from control_plane.store import Store, Writer
 from protocol.errors import MessageError
 from protocol.events import (
@@ -69,6 +69,39 @@ def plan_batch(last_acked_seq: int, seqs: Iterable[int]) -> BatchPlan:
             resend_from = expected
             break
     return BatchPlan(tuple(apply), duplicates, resend_from, expected - 1)
+
+
+#: Syncs in a row that begin behind the same gap before its events count as unrecoverable.
+STALLED_SYNCS_UNRECOVERABLE = 3
+
+
+def track_stall(
+    previous_first_seq: int | None,
+    previous_syncs: int,
+    *,
+    last_acked_seq: int,
+    first_seq: int | None,
+) -> tuple[int | None, int]:
+    """Count the syncs in a row whose batch begins with ``first_seq`` behind a gap.
+
+    An agent that answers ``resend_from`` with the same first seq again and again no longer has
+    the missing events (e.g. the control plane was restored from an older backup). A batch
+    without events leaves the count as it was; one without a leading gap resets it.
+
+    >>> track_stall(None, 0, last_acked_seq=4, first_seq=9)
+    (9, 1)
+    >>> track_stall(9, 2, last_acked_seq=4, first_seq=9)
+    (9, 3)
+    >>> track_stall(9, 3, last_acked_seq=4, first_seq=5)
+    (None, 0)
+    """
+    if first_seq is None:
+        return previous_first_seq, previous_syncs
+    if first_seq <= last_acked_seq + 1:
+        return None, 0
+    if first_seq == previous_first_seq:
+        return first_seq, previous_syncs + 1
+    return first_seq, 1
 
 
 @dataclass(frozen=True)
@@ -174,9 +207,12 @@ def sync(
             )
     stats = SyncStats()
 
-    def apply(tx: Writer) -> tuple[BatchPlan, list[Lease], list[str], list[Cancellation]]:
+    def apply(tx: Writer) -> tuple[BatchPlan, list[Lease], list[str], list[Cancellation]] | None:
         row = tx.agent(agent.agent_id)
         assert row is not None
+        last_acked_seq = int(row["last_acked_seq"])
+        if _record_reused_seqs(tx, agent, last_acked_seq, request.events, now=now):
+            return None
         previous_clock = (
             None
             if row["clock_offset_measured_at"] is None
@@ -193,7 +229,18 @@ def sync(
             drift_ppm=settings.clock_drift_ppm,
             step_s=settings.clock_step_s,
         )
-        batch = plan_batch(int(row["last_acked_seq"]), (e.seq for e in request.events))
+        # When the agent built this request, on our timeline; of two estimates the earlier,
+        # so a delayed request is never taken for a newer one.
+        sent_at = request.heartbeat.sent_at
+        offset_s = clock.offset_s if previous_clock is None else previous_clock.offset_s
+        built_at = server_time_of(sent_at, offset_s=min(offset_s, clock.offset_s), received_at=now)
+        # Built before a request we already answered (reordered by a queue or a proxy): the
+        # agent may hold, and have started, leases this one cannot know of.
+        newest_sent_at = row["last_heartbeat_sent_at"]
+        stale = newest_sent_at is not None and sent_at < float(newest_sent_at)
+        tx.set_agent_heartbeat_sent_at(agent_id=agent.agent_id, sent_at=sent_at)
+        batch = plan_batch(last_acked_seq, (e.seq for e in request.events))
+        _track_unrecoverable(tx, agent, row, request.events, now=now, stats=stats)
         stats.duplicates, stats.gap = batch.duplicates, batch.resend_from is not None
         by_seq: dict[int, EventEnvelope] = {}
         for event in request.events:
@@ -207,7 +254,13 @@ def sync(
         lost, cancellations = leases.renew(tx, agent, list(request.renewals))
         renewed = {r.task_id for r in request.renewals}
         granted = leases.redeliver_or_reclaim(
-            tx, agent, renewed=renewed, want=request.want_leases, now=now, caught_up=caught_up
+            tx,
+            agent,
+            renewed=renewed,
+            want=request.want_leases,
+            now=now,
+            built_at=built_at,
+            caught_up=caught_up and not stale,
         )
         granted += leases.grant(
             tx, agent, want=request.want_leases - len(granted), now=now, settings=settings
@@ -250,7 +303,14 @@ def sync(
         return batch, granted, lost, cancellations
 
     # Group-committed with concurrent syncs and orders: answered only once on disk.
-    batch, granted, lost, cancellations = store.submit(apply)
+    applied = store.submit(apply)
+    if applied is None:
+        raise SeqReused(
+            f"agent {agent.agent_id} sent seqs it already had acknowledged with other event ids"
+            " (was its store restored?); nothing of the batch was applied",
+            reason="seq_reused",
+        )
+    batch, granted, lost, cancellations = applied
     stats.leases_granted, stats.leases_lost = len(granted), len(lost)
     stats.cancellations = len(cancellations)
     response = SyncResponse(
@@ -266,6 +326,83 @@ def sync(
         },
     )
     return response, stats
+
+
+def _record_reused_seqs(
+    tx: Writer,
+    agent: AgentIdentity,
+    last_acked_seq: int,
+    events: Iterable[EventEnvelope],
+    *,
+    now: float,
+) -> bool:
+    """Whether the batch re-uses acknowledged seqs for other events (the agent's seq restarted,
+    e.g. a restored ``agent.db``); if so the conflict is audited, and nothing else is done.
+
+    Taking them for duplicates would drop the new events here while the agent deletes them."""
+    sent = {e.seq: e.event_id for e in events if e.seq <= last_acked_seq}
+    stored = tx.event_ids(agent.agent_id, sorted(sent)) if sent else {}
+    reused = [seq for seq in sorted(stored) if stored[seq] != sent[seq]]
+    if not reused:
+        return False
+    audit.append(
+        tx,
+        at=now,
+        actor_type="agent",
+        actor_id=agent.agent_id,
+        action="conflict.seq_reused",
+        subject_type="agent",
+        subject_id=agent.agent_id,
+        kitchen_id=agent.kitchen_id,
+        reason="seq_reused",
+        details={
+            "last_acked_seq": last_acked_seq,
+            "reused_seqs": len(reused),
+            "first_seq": reused[0],
+            "stored_event_id": stored[reused[0]],
+            "event_id": sent[reused[0]],
+        },
+    )
+    return True
+
+
+def _track_unrecoverable(
+    tx: Writer,
+    agent: AgentIdentity,
+    row: sqlite3.Row,
+    events: Iterable[EventEnvelope],
+    *,
+    now: float,
+    stats: SyncStats,
+) -> None:
+    """Record, once, a gap the agent keeps failing to fill: ``events_unrecoverable``. The
+    server never skips it by itself; an operator accepts it (:func:`fleet.accept_gap`)."""
+    last_acked_seq = int(row["last_acked_seq"])
+    first_seq = min((e.seq for e in events), default=None)
+    stalled_first_seq, stalled_syncs = track_stall(
+        row["stalled_first_seq"],
+        int(row["stalled_syncs"]),
+        last_acked_seq=last_acked_seq,
+        first_seq=first_seq,
+    )
+    tx.set_agent_stalled(agent_id=agent.agent_id, first_seq=stalled_first_seq, syncs=stalled_syncs)
+    if stalled_first_seq is None or stalled_syncs != STALLED_SYNCS_UNRECOVERABLE:
+        return
+    from_seq, to_seq = last_acked_seq + 1, stalled_first_seq - 1
+    tx.set_agent_unrecoverable(agent_id=agent.agent_id, from_seq=from_seq, to_seq=to_seq, at=now)
+    stats.conflicts["events_unrecoverable"] += 1
+    audit.append(
+        tx,
+        at=now,
+        actor_type="system",
+        actor_id="reconcile",
+        action="conflict.events_unrecoverable",
+        subject_type="agent",
+        subject_id=agent.agent_id,
+        kitchen_id=agent.kitchen_id,
+        reason="events_unrecoverable",
+        details={"from_seq": from_seq, "to_seq": to_seq, "syncs": stalled_syncs},
+    )
 
 
 @dataclass(frozen=True)

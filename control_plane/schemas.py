@@ -123,5 +123,10 @@ class TaskReassign(_Request):
     reason: str = Field(min_length=1, max_length=256)
 
 
+class GapAccept(_Request):
+    #: Why the missing events may be given up (e.g. "control plane restored from backup").
+    reason: str = Field(min_length=1, max_length=256)
+
+
 class AlertAcknowledge(_Request):
     corrective_action: str = Field(min_length=1, max_length=512)

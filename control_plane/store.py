@@ -437,6 +437,31 @@ class Writer(Reader):
     def set_agent_acked_seq(self, *, agent_id: str, last_acked_seq: int) -> None:
         self._exec("UPDATE agents SET last_acked_seq = ? WHERE id = ?", (last_acked_seq, agent_id))
 
+    def set_agent_heartbeat_sent_at(self, *, agent_id: str, sent_at: float) -> None:
+        """Remember the newest ``heartbeat.sent_at`` (agent clock) the agent has sent."""
+        self._exec(
+            "UPDATE agents SET last_heartbeat_sent_at = MAX(COALESCE(last_heartbeat_sent_at, ?), ?)"
+            " WHERE id = ?",
+            (sent_at, sent_at, agent_id),
+        )
+
+    def set_agent_stalled(self, *, agent_id: str, first_seq: int | None, syncs: int) -> None:
+        """How many syncs in a row began with ``first_seq`` behind a gap (``None``: no gap)."""
+        self._exec(
+            "UPDATE agents SET stalled_first_seq = ?, stalled_syncs = ? WHERE id = ?",
+            (first_seq, syncs, agent_id),
+        )
+
+    def set_agent_unrecoverable(
+        self, *, agent_id: str, from_seq: int | None, to_seq: int | None, at: float | None
+    ) -> None:
+        """Record (or, with ``None``, clear) the seqs the agent can no longer send."""
+        self._exec(
+            "UPDATE agents SET unrecoverable_from_seq = ?, unrecoverable_to_seq = ?,"
+            " unrecoverable_detected_at = ? WHERE id = ?",
+            (from_seq, to_seq, at, agent_id),
+        )
+
     # events, alerts, audit
     def insert_event(
         self,
@@ -694,15 +719,15 @@ class Store:
             try:
                 yield Writer(conn)
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise StoreError(f"write failed: {exc}") from exc
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise StoreError(f"commit failed: {exc}") from exc
 
     @contextmanager
@@ -747,6 +772,13 @@ class Store:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already done so (it does on some
+    errors, e.g. ``SQLITE_FULL``); a second ROLLBACK would raise and hide the first error."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _statements(script: str) -> list[str]:

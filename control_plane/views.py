@@ -155,6 +155,15 @@ class ReconnectSummary(_View):
     resend_requests: int
 
 
+class UnrecoverableGap(_View):
+    """Events the agent can no longer send (``events_unrecoverable``), until an admin accepts
+    the gap with ``POST /v1/agents/{id}/accept-gap``."""
+
+    from_seq: int
+    to_seq: int
+    detected_at: IsoTime
+
+
 class AgentOut(_View):
     id: str
     kitchen_id: str
@@ -171,6 +180,7 @@ class AgentOut(_View):
     clock_offset_s: float
     clock_samples: int
     reconnect: ReconnectSummary | None
+    events_unrecoverable: UnrecoverableGap | None = None
 
 
 class AgentList(_View):

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, Response
 
 from control_plane import auth, fleet, reconcile
 from control_plane.deps import AdminDep, AgentDep, ServicesDep, ViewerDep
-from control_plane.errors import NotFound
+from control_plane.errors import NotFound, SeqReused
 from control_plane.metrics import Metrics
 from control_plane.problems import problem_responses as errors
+from control_plane.schemas import GapAccept
 from control_plane.views import AgentList, AgentOut
 from protocol.sync_api import EnrollRequest, EnrollResponse, SyncRequest, SyncResponse
 
@@ -36,16 +37,21 @@ def enroll(body: EnrollRequest, services: ServicesDep) -> EnrollResponse:
     "/sync",
     response_model=SyncResponse,
     response_model_exclude_none=True,
-    responses=errors(401, 403),
+    responses=errors(401, 403, 409),
 )
 def sync(body: SyncRequest, services: ServicesDep, agent: AgentDep) -> Response:
     """Heartbeat, push events, renew and receive leases and cancellations in one round trip.
 
-    403 when the credential is revoked or the events are for another agent or kitchen.
+    403 when the credential is revoked or the events are for another agent or kitchen; 409
+    ``seq-reused`` (nothing applied) when an acknowledged seq comes with another event id.
     """
-    response, stats = reconcile.sync(
-        services.store, agent, body, now=services.clock(), settings=services.settings
-    )
+    try:
+        response, stats = reconcile.sync(
+            services.store, agent, body, now=services.clock(), settings=services.settings
+        )
+    except SeqReused:
+        services.metrics.conflicts.labels("seq_reused").inc()
+        raise
     _count(services.metrics, stats)
     # Serialised once here: the model was built and validated by ``reconcile.sync`` already,
     # and a fleet's syncs are the control plane's busiest path.
@@ -101,6 +107,24 @@ def get_agent(agent_id: str, services: ServicesDep, _: ViewerDep) -> dict[str, A
     return fleet.agent_view(
         row,
         now=services.clock(),
+        unreachable_after_s=services.settings.agent_unreachable_after_s,
+    )
+
+
+@router.post(
+    "/{agent_id}/accept-gap", response_model=AgentOut, responses=errors(401, 403, 404, 409, 422)
+)
+def accept_gap(
+    agent_id: str, body: GapAccept, services: ServicesDep, who: AdminDep
+) -> dict[str, Any]:
+    """Give up the agent's ``events_unrecoverable`` gap (admin): its acknowledged seq moves
+    past it, audited. 409 ``no_unrecoverable_gap`` when none is recorded."""
+    return fleet.accept_gap(
+        services.store,
+        agent_id,
+        reason=body.reason,
+        now=services.clock(),
+        actor=who.name,
         unreachable_after_s=services.settings.agent_unreachable_after_s,
     )
 

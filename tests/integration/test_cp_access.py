@@ -85,6 +85,7 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/agents", "viewer", 200),
     Endpoint("GET", "/v1/agents/{agent_id}", "viewer", 200),
     Endpoint("POST", "/v1/agents/{missing}/revoke", "admin", 404),
+    Endpoint("POST", "/v1/agents/{missing}/accept-gap", "admin", 404, {"reason": "test"}),
     Endpoint("POST", "/v1/agents/sync", "agent", 200, SYNC_BODY),
     Endpoint("POST", "/v1/agents/enroll", "public", 401, {"token": "brge_never-issued",
         "name": "box", "agent_version": "1"}),

@@ -87,9 +87,13 @@ def sync_at(
     *,
     renewals: list[LeaseRenewal] | None = None,
     events: list[EventEnvelope] | None = None,
+    sent_at: float | None = None,
 ) -> SyncResponse:
+    """A sync received at ``now``, built by the agent at ``sent_at`` (default: ``now``)."""
     request = SyncRequest(
-        heartbeat=Heartbeat(agent_version="1", sent_at=now, outbox_depth=0),
+        heartbeat=Heartbeat(
+            agent_version="1", sent_at=now if sent_at is None else sent_at, outbox_depth=0
+        ),
         renewals=renewals or [],
         events=events or [],
         want_leases=4,
@@ -147,3 +151,25 @@ def test_unrenewed_lease_past_start_by_is_taken_back_and_fenced(
     (fresh,) = sync_at(store, agent, settings, T0 + 500).leases
     assert (fresh.task_id, fresh.fencing_token) == (lease.task_id, 2)
     assert fresh.start_by == T0 + 620
+
+
+def test_stale_request_built_before_the_lease_does_not_reclaim_it(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """A request built before the lease existed, delivered late past start-by and after newer
+    requests, speaks for no lease: it does not take it back; a fresh request then does."""
+    (lease,) = sync_at(store, agent, settings, T0).leases
+    sync_at(store, agent, settings, T0 + 500, sent_at=T0 - 1)
+    assert task_state(store) == ("leased", 1)
+    (fresh,) = sync_at(store, agent, settings, T0 + 510).leases
+    assert (fresh.task_id, fresh.fencing_token) == (lease.task_id, 2)
+
+
+def test_request_built_before_start_by_and_delayed_past_it_does_not_reclaim(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """An in-order request built while the lease could still start, delivered after its
+    start-by, cannot show the agent did not start it: the task stays leased."""
+    sync_at(store, agent, settings, T0)
+    sync_at(store, agent, settings, T0 + 500, sent_at=T0 + 100)
+    assert task_state(store) == ("leased", 1)
