@@ -18,12 +18,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -31,7 +34,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from edge_agent.backoff import Backoff
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.config import AgentConfig
-from edge_agent.errors import AgentError, CredentialRejected, RetryLater
+from edge_agent.errors import AgentError, AlreadyRunning, CredentialRejected, RetryLater
 from edge_agent.executor import (
     Decision,
     ExecutorSettings,
@@ -39,19 +42,48 @@ from edge_agent.executor import (
     RunState,
     StaffConfirmation,
     StepPhase,
+    TaskRun,
     decide,
+    is_manual,
 )
 from edge_agent.ingest import Ingest
 from edge_agent.links.control_plane import ControlPlaneClient
 from edge_agent.links.mqtt import CommandLink, Inbound, MqttLink
 from edge_agent.links.serial import SerialLink
 from edge_agent.metrics import MetricsServer
-from edge_agent.monitor import RULE_PACKS, SafetyMonitor
+from edge_agent.monitor import RULE_PACKS, Actions, SafetyMonitor
 from edge_agent.store import ActiveTask, Store, read_boot_id
 from edge_agent.sync import SyncCycle
 from protocol import Ack, DeviceEvent, EventType
 
 log = logging.getLogger(__name__)
+
+#: Name of the single-instance lock file in the data directory.
+LOCK_FILE = "agent.lock"
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory's instance lock (``flock``, released when the process exits);
+    raises :class:`AlreadyRunning` when another agent holds it. Keep the returned file open."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AlreadyRunning(
+            f"another brigade-agent (pid {holder}) is already running on {data_dir} "
+            f"(lock {path}); stop it first, or give this one its own --data-dir"
+        ) from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
 
 #: Longest the executor sleeps without looking at its tasks (new leases arrive via the store).
 EXECUTOR_TICK_S = 0.2
@@ -121,17 +153,29 @@ class Executor:
         key = (task.run.task_id, task.run.fencing_token)
         run = replace(task.run, deadline=self._deadlines.get(key))
         free = {kind: tuple(d for d in ids if d not in busy) for kind, ids in online.items()}
-        if not self.link.connected:
+        link_up = self.link.connected
+        if not link_up:
             # With the broker gone no device can be reached; never start into the void.
             free = {}
         ack = inbound if isinstance(inbound, Ack) else None
         confirmation = _confirmation(inbound) if isinstance(inbound, DeviceEvent) else None
+        mine = confirmation is not None and (confirmation.task_id, confirmation.step) == (
+            run.task_id,
+            run.step,
+        )
+        if not mine and run.state == RunState.STARTED and _is_manual_step(task, run):
+            # Confirmations are persisted by the MQTT link (possibly before this step began).
+            badge = self.store.confirmation(task_id=run.task_id, step=run.step)
+            if badge is not None:
+                confirmation = StaffConfirmation(task_id=run.task_id, step=run.step, badge=badge)
         inputs = Inputs(
             now=self.clock.monotonic(),
             wall=self.clock.wall(),
             free_devices=free,
             ack=ack,
             confirmation=confirmation,
+            link_up=link_up,
+            online=frozenset(d for ids in online.values() for d in ids),
         )
         decision = decide(run, task.record, inputs, self.settings)
         if decision.run != run:
@@ -140,6 +184,8 @@ class Executor:
                 events=decision.events,
                 occurred_at=inputs.wall,
                 expected_state=task.run.state,
+                start_deadline=task.record.start_deadline,
+                monotonic=self.clock.monotonic,
             )
             if applied is None:
                 log.info("task changed under the executor; skipped", extra={"task_id": key[0]})
@@ -161,6 +207,23 @@ class Executor:
                 },
             )
         return decision
+
+
+def _is_manual_step(task: ActiveTask, run: TaskRun) -> bool:
+    steps = task.record.lease.steps
+    return 0 <= run.step < len(steps) and is_manual(steps[run.step])
+
+
+def persist_confirmation(store: Store, clock: Clock, event: DeviceEvent) -> None:
+    """The MQTT link's hook: a ``step_confirmed`` event on disk before it is acknowledged."""
+    confirmation = _confirmation(event)
+    if confirmation is not None:
+        store.record_confirmation(
+            task_id=confirmation.task_id,
+            step=confirmation.step,
+            badge=confirmation.badge,
+            at=clock.wall(),
+        )
 
 
 def _confirmation(event: DeviceEvent) -> StaffConfirmation | None:
@@ -199,6 +262,7 @@ class Agent:
         self.ingest: Ingest | None = None
         self.store: Store | None = None
         self.sync_ok = threading.Event()
+        self.sync_cycle: SyncCycle | None = None
         self.last_sync_ok_mono: float | None = None
         self.metrics_port: int | None = None
         #: Set once every part runs (store open, links started, threads and jobs up).
@@ -210,11 +274,22 @@ class Agent:
             "mqtt": "up" if self.link is not None and self.link.connected else "down",
             "control_plane": "up" if self.sync_ok.is_set() else "down",
         }
+        if self.sync_cycle is not None and self.sync_cycle.stalled is not None:
+            states["control_plane"] = self.sync_cycle.stalled
         for n, serial_link in enumerate(self.serial_links):
             states[f"serial{n}"] = serial_link.state
         return states
 
     def run(self, stop: threading.Event) -> None:
+        config = self.config
+        # Two agents on one store would both run the executor and both send commands.
+        instance_lock = lock_data_dir(config.data_dir)
+        try:
+            self._run(stop)
+        finally:
+            instance_lock.close()
+
+    def _run(self, stop: threading.Event) -> None:
         config = self.config
         store = Store.open(config.db_path, boot_id=self._boot_id)
         self.store = store
@@ -245,6 +320,7 @@ class Agent:
             port=config.mqtt_port,
             inbox=self._inbox,
             sink=ingest,
+            confirm=lambda event: persist_confirmation(store, self.clock, event),
         )
         self.link = link
         self.serial_links = [
@@ -269,12 +345,13 @@ class Agent:
                 can_take_leases=lambda: link.connected,
                 forward_routine=config.forward_readings,
             )
+            self.sync_cycle = cycle
             executor = Executor(
                 store=store,
                 link=link,
                 settings=settings_from(config),
                 clock=self.clock,
-                on_step_done=lambda task, payload: self._check_cook(store, monitor, task, payload),
+                on_step_done=lambda task, payload: self._check_cook(ingest, monitor, task, payload),
             )
             threads = [
                 threading.Thread(
@@ -353,7 +430,7 @@ class Agent:
         return None
 
     def _check_cook(
-        self, store: Store, monitor: SafetyMonitor, task: ActiveTask, payload: dict[str, object]
+        self, ingest: Ingest, monitor: SafetyMonitor, task: ActiveTask, payload: dict[str, object]
     ) -> None:
         """A finished machine step's core temperature against the recipe's minimum."""
         step_index = payload.get("step")
@@ -370,11 +447,9 @@ class Agent:
             task_id=task.run.task_id,
             step=step_index,
         )
-        if alert is not None and store.raise_alert(alert=alert, at=self.clock.wall()):
-            log.warning(
-                "food-safety alert raised",
-                extra={"alert_id": alert.alert_id, "kind": alert.kind, "task_id": task.run.task_id},
-            )
+        if alert is not None:
+            # Through the ingest's retry list: a failed write is re-applied on the next tick.
+            ingest.apply(Actions(alerts=[(alert, [])]), at=self.clock.wall())
 
     def _sync_loop(self, cycle: SyncCycle, stop: threading.Event) -> None:
         backoff = Backoff(base_s=1.0, cap_s=self.config.sync_backoff_cap_s)

@@ -4,6 +4,7 @@
     ├── ConfigError                   the config file is missing, unreadable or invalid
     │   └── InsecureConfigError       the config file is readable by group or others
     ├── StoreError                    the SQLite store cannot be opened, migrated or written
+    ├── AlreadyRunning                another agent holds the data directory's instance lock
     ├── LinkError                     a link to the outside world failed
     │   ├── BrokerError               the MQTT broker refused or dropped us
     │   └── ControlPlaneError         the control plane answered something unusable
@@ -34,6 +35,10 @@ class InsecureConfigError(ConfigError):
 
 class StoreError(AgentError):
     """The local SQLite store failed (open, migrate, write)."""
+
+
+class AlreadyRunning(AgentError):
+    """Another agent process holds the data directory's instance lock."""
 
 
 class LinkError(AgentError):
@@ -78,6 +83,7 @@ class RetryLater(ControlPlaneError):
 
 __all__ = [
     "AgentError",
+    "AlreadyRunning",
     "BrokerError",
     "ConfigError",
     "ControlPlaneError",

@@ -16,6 +16,12 @@ makes guarantee 3 hold:
 * a step is not failed while its device keeps answering: after ``duration + step_margin`` the
   agent re-sends the same id, a re-sent ``accepted`` proves the device alive (preheating can
   outlast the nominal duration) and only ``max_resends`` unanswered re-sends fail the task;
+  silence while the broker link or the device is down (``Inputs.link_up``, ``Inputs.online``)
+  proves nothing, so the timer is pushed on and no re-send is counted;
+* a ``rejected`` ack whose reason starts with ``busy`` (the device serves another command) is not
+  a failure: the next attempt goes to another free device of the kind, or waits with a growing
+  backoff for this one, and does not count toward ``max_attempts``; after a fault (another
+  rejection, or ``expired``) the next attempt prefers another device of the kind;
 * a task is never started at or after its start-by deadline, a *monotonic* instant
   (``sync request send time + start_within_s``); a lease whose deadline passed or cannot be
   proven (``start_deadline is None``, e.g. after a reboot reset the monotonic clock) is released
@@ -101,6 +107,9 @@ class TaskRun:
     device_id: str | None = None
     command_issued_at: float | None = None
     resends: int = 0
+    #: Attempts of the current step the device refused only because it was busy with another
+    #: command: they changed the command id but do not count toward ``max_attempts``.
+    busy: int = 0
     deadline: float | None = None
 
     @classmethod
@@ -147,6 +156,10 @@ class Inputs:
     free_devices: Mapping[str, Sequence[str]] = field(default_factory=dict)
     ack: Ack | None = None
     confirmation: StaffConfirmation | None = None
+    #: The MQTT link is connected (commands can reach devices).
+    link_up: bool = True
+    #: Devices known online; ``None`` when not known (treated as online).
+    online: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +175,9 @@ class ExecutorSettings:
     max_resends: int = 12
     max_attempts: int = 3
     idle_recheck_s: float = 1.0
+    #: Waits after a ``busy`` refusal: ``busy_backoff_s * 2**n``, at most ``busy_backoff_cap_s``.
+    busy_backoff_s: float = 1.0
+    busy_backoff_cap_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +261,8 @@ def _decide_started(
     steps = record.lease.steps
     step = steps[run.step]
     if run.phase == StepPhase.PENDING:
+        if run.deadline is not None and inputs.now < run.deadline:
+            return Decision(run=run, wake_at=run.deadline)  # backing off after a ``busy``
         begun = _begin_step(run, step, record, inputs, settings)
         if begun is None:
             return Decision(run=run, wake_at=inputs.now + settings.idle_recheck_s)
@@ -283,13 +301,36 @@ def _await_device(
             # A duplicate of the first ``accepted`` (QoS 1 redelivery): keep the current timer.
             return Decision(run=run, wake_at=run.deadline)
         # Rejected or expired: the device did not act on this id, so a new attempt is safe.
-        if run.attempt >= settings.max_attempts:
+        busy = ack.result == AckResult.REJECTED and (ack.reason or "").startswith("busy")
+        if busy:
+            # Not a failure: the device is serving another command. Try another free device of
+            # the kind at once, else wait (growing backoff) for this one; the id must change.
+            others = [d for d in _candidates(step, inputs) if d != run.device_id]
+            retry = replace(
+                run, attempt=run.attempt + 1, busy=run.busy + 1, phase=StepPhase.PENDING, resends=0
+            )
+            if others:
+                begun = _begin_step(retry, step, record, inputs, settings, avoid=run.device_id)
+                if begun is not None:
+                    return begun
+            delay = min(
+                settings.busy_backoff_s * 2 ** min(run.busy, 16), settings.busy_backoff_cap_s
+            )
+            waiting = replace(retry, deadline=inputs.now + delay)
+            return Decision(run=waiting, wake_at=waiting.deadline)
+        if run.attempt - run.busy >= settings.max_attempts:
             return _fail(run, f"step_{ack.result.value}")
         retry = replace(run, attempt=run.attempt + 1, phase=StepPhase.PENDING, resends=0)
-        begun = _begin_step(retry, step, record, inputs, settings)
+        # The device faulted or let the command expire: prefer another device of the kind.
+        begun = _begin_step(retry, step, record, inputs, settings, avoid=run.device_id)
         if begun is None:
             return Decision(run=retry, wake_at=inputs.now + settings.idle_recheck_s)
         return begun
+    if not inputs.link_up or (inputs.online is not None and run.device_id not in inputs.online):
+        # Broker or device out of reach: a re-send could not arrive and silence proves nothing.
+        # Keep waiting without counting re-sends; the timer restarts when it is back.
+        held = replace(run, deadline=inputs.now + settings.ack_wait_s)
+        return Decision(run=held, wake_at=held.deadline)
     if run.deadline is None:
         # Restarted: re-send the same command id; the device dedupes and re-sends its ack.
         return _resend(replace(run, resends=run.resends + 1), step, inputs, settings)
@@ -349,6 +390,7 @@ def _after_step(
         device_id=None,
         command_issued_at=None,
         resends=0,
+        busy=0,
         deadline=None,
     )
     begun = _begin_step(following, lease.steps[run.step + 1], record, inputs, settings)
@@ -365,8 +407,13 @@ def _begin_step(
     record: LeaseRecord,
     inputs: Inputs,
     settings: ExecutorSettings,
+    *,
+    avoid: str | None = None,
 ) -> Decision | None:
-    """Announce ``step`` (and command its device); ``None`` if no device of its kind is free."""
+    """Announce ``step`` (and command its device); ``None`` if no device of its kind is free.
+
+    ``avoid`` (the device that just faulted or was busy) is only chosen when no other is free.
+    """
     if is_manual(step):
         deadline = inputs.now + step.duration_s + settings.manual_margin_s
         announced = StepStarted(task_id=run.task_id, fencing_token=run.fencing_token, step=run.step)
@@ -376,11 +423,13 @@ def _begin_step(
             wake_at=deadline,
         )
     assert step.equipment_kind is not None  # is_manual() covers steps without equipment
-    candidates = sorted(inputs.free_devices.get(step.equipment_kind, ()))
-    # A retry goes back to the device of the previous attempt when it is still free.
-    device_id = run.device_id if run.device_id in candidates else None
-    if device_id is None and candidates:
-        device_id = candidates[0]
+    candidates = _candidates(step, inputs)
+    others = [d for d in candidates if d != avoid]
+    # A restart goes back to the device of the previous attempt when it is still free; a retry
+    # after a fault prefers another device and returns to the same one only when it is alone.
+    device_id = run.device_id if run.device_id in candidates and avoid is None else None
+    if device_id is None:
+        device_id = others[0] if others else (candidates[0] if candidates else None)
     if device_id is None:
         return None
     commanded = replace(
@@ -404,6 +453,12 @@ def _begin_step(
         command=build_command(commanded, step, settings),
         wake_at=commanded.deadline,
     )
+
+
+def _candidates(step: RecipeStep, inputs: Inputs) -> list[str]:
+    if step.equipment_kind is None:
+        return []
+    return sorted(inputs.free_devices.get(step.equipment_kind, ()))
 
 
 def _resend(run: TaskRun, step: RecipeStep, inputs: Inputs, settings: ExecutorSettings) -> Decision:

@@ -34,8 +34,9 @@ from edge_agent.readings import (
     StatusSeen,
     WindowAggregator,
 )
+from edge_agent.safety import Evidence
 from edge_agent.store import DeviceActivity, Store
-from protocol import EventType
+from protocol import AlertRaised, EventType
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ class Ingest:
         self.readings_ingested = 0
         self.dropped: Counter[str] = Counter()
         self.alerts_raised = 0
+        #: Alerts (and clears) the monitor decided but the store did not commit (disk full,
+        #: SQLITE_BUSY): the monitor will not decide them again, so they are re-applied on
+        #: every flush and tick until they are on disk (``raise_alert`` is idempotent).
+        self._retry_alerts: list[tuple[AlertRaised, list[Evidence], float]] = []
+        self._retry_cleared: list[str] = []
+        self._apply_lock = threading.Lock()
 
     # -- from the links (any thread) ----------------------------------------------------------
 
@@ -167,23 +174,52 @@ class Ingest:
         return taken
 
     def apply(self, actions: Actions, *, at: float) -> None:
-        """Persist the monitor's decisions: each alert with its evidence, then the rest."""
-        for alert, proof in actions.alerts:
-            if self.store.raise_alert(alert=alert, at=at, evidence=proof) is not None:
-                with self._counts_lock:
-                    self.alerts_raised += 1
-                log.warning(
-                    "food-safety alert raised",
-                    extra={
-                        "alert_id": alert.alert_id,
-                        "kind": alert.kind,
-                        "severity": alert.severity,
-                        "device_id": alert.device_id,
-                    },
-                )
-        self.store.record_evidence(readings=actions.evidence, at=at)
-        for alert_id in actions.cleared:
-            self.store.clear_alert(alert_id=alert_id, at=at)
+        """Persist the monitor's decisions: each alert with its evidence, then the rest.
+
+        An alert or clear whose write fails is kept and re-applied on the next call; only a
+        committed alert counts as raised.
+        """
+        with self._apply_lock:
+            alerts = [*self._retry_alerts, *((a, p, at) for a, p in actions.alerts)]
+            cleared = [*self._retry_cleared, *actions.cleared]
+            self._retry_alerts, self._retry_cleared = [], []
+            for alert, proof, raised_at in alerts:
+                try:
+                    self._raise(alert, proof, raised_at)
+                except Exception:
+                    log.exception("food-safety alert not stored; retrying next tick")
+                    self._retry_alerts.append((alert, proof, raised_at))
+            pending = {alert.alert_id for alert, _, _ in self._retry_alerts}
+            for alert_id in cleared:
+                if alert_id in pending:
+                    self._retry_cleared.append(alert_id)  # cleared only after it was raised
+                    continue
+                try:
+                    self.store.clear_alert(alert_id=alert_id, at=at)
+                except Exception:
+                    log.exception("alert clear not stored; retrying next tick")
+                    self._retry_cleared.append(alert_id)
+            self.store.record_evidence(readings=actions.evidence, at=at)
+
+    def retry_pending(self) -> int:
+        """Alerts and clears still waiting for a successful write."""
+        with self._apply_lock:
+            return len(self._retry_alerts) + len(self._retry_cleared)
+
+    def _raise(self, alert: AlertRaised, proof: list[Evidence], at: float) -> None:
+        if self.store.raise_alert(alert=alert, at=at, evidence=proof) is None:
+            return  # already on disk (a retry of a write that did commit)
+        with self._counts_lock:
+            self.alerts_raised += 1
+        log.warning(
+            "food-safety alert raised",
+            extra={
+                "alert_id": alert.alert_id,
+                "kind": alert.kind,
+                "severity": alert.severity,
+                "device_id": alert.device_id,
+            },
+        )
 
     def _status(self, seen: StatusSeen | CorrectiveAction) -> Actions:
         if isinstance(seen, CorrectiveAction):

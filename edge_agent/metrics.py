@@ -49,6 +49,8 @@ def snapshot(agent: Agent) -> dict[str, Any]:
             "routine_backlog": store.routine_depth(),
             "routine_dropped": store.counters().get("routine_dropped", 0),
             "routine_compacted": store.counters().get("routine_compacted", 0),
+            "ack_above_sent": store.counters().get("ack_above_sent", 0),
+            "resend_below_acked": store.counters().get("resend_below_acked", 0),
             "tasks_by_state": store.run_counts(),
             "open_alerts": [
                 {"alert_id": a["alert_id"], "kind": a["kind"], "severity": a["severity"]}
@@ -105,6 +107,14 @@ class AgentCollector(Collector):
             "routine_compacted": (
                 "brigade_agent_routine_compacted_total",
                 "Routine telemetry summaries merged into coarser ones by the disk budget.",
+            ),
+            "ack_above_sent": (
+                "brigade_agent_sync_ack_above_sent_total",
+                "Sync acks above the highest seq sent (clamped).",
+            ),
+            "resend_below_acked": (
+                "brigade_agent_sync_resend_below_acked_total",
+                "Resend requests for events already acked and deleted.",
             ),
             "sync_lag_s": (
                 "brigade_agent_sync_lag_seconds",

@@ -39,6 +39,8 @@ def status_report(settings: AgentConfig, *, now: float | None = None) -> dict[st
             "routine_backlog": store.routine_depth(),
             "routine_dropped": store.counters().get("routine_dropped", 0),
             "routine_compacted": store.counters().get("routine_compacted", 0),
+            "ack_above_sent": store.counters().get("ack_above_sent", 0),
+            "resend_below_acked": store.counters().get("resend_below_acked", 0),
             "last_sync": store.sync_state(),
             "tasks_by_state": store.run_counts(),
             "active_tasks": [t.run.task_id for t in store.active_tasks()],
@@ -89,6 +91,14 @@ def format_status(report: dict[str, Any], *, now: float) -> list[str]:
         f"{report['routine_backlog']}, compacted {report['routine_compacted']}, dropped "
         f"{report['routine_dropped']}",
         f"last successful sync: {ago}{error}",
+        *(
+            [
+                f"sync anomalies: {report.get('resend_below_acked', 0)} resend requests below "
+                f"the acked seq, {report.get('ack_above_sent', 0)} acks above the seq sent"
+            ]
+            if report.get("resend_below_acked") or report.get("ack_above_sent")
+            else []
+        ),
         f"active tasks: {', '.join(report['active_tasks']) or 'none'}",
         f"devices: {devices}",
         f"open alerts: {len(report['open_alerts'])}",

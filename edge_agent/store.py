@@ -238,6 +238,23 @@ def _m007_alerts(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX alerts_open ON alerts (cleared_at)")
 
 
+def _m008_run_busy_refusals(conn: sqlite3.Connection) -> None:
+    # Attempts of the current step refused ``busy``: they do not count toward max_attempts.
+    conn.execute("ALTER TABLE task_runs ADD COLUMN busy INTEGER NOT NULL DEFAULT 0")
+
+
+def _m009_staff_confirmations(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE staff_confirmations (
+            task_id TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            badge TEXT NOT NULL,              -- staff badge from the step_confirmed event
+            received_at REAL NOT NULL,        -- agent wall clock
+            PRIMARY KEY (task_id, step)
+        )"""
+    )
+
+
 #: Named, ordered migrations; append only, never edit one that has shipped.
 MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("001_outbox", _m001_outbox),
@@ -247,11 +264,17 @@ MIGRATIONS: tuple[tuple[str, Migration], ...] = (
     ("005_device_registry", _m005_device_registry),
     ("006_haccp_readings", _m006_haccp_readings),
     ("007_alerts", _m007_alerts),
+    ("008_run_busy_refusals", _m008_run_busy_refusals),
+    ("009_staff_confirmations", _m009_staff_confirmations),
 )
 
 #: Counter names in ``store_counters``.
 COUNTER_ROUTINE_DROPPED = "routine_dropped"
 COUNTER_ROUTINE_COMPACTED = "routine_compacted"
+#: The control plane acked a seq above the highest one the agent sent it (clamped).
+COUNTER_ACK_ABOVE_SENT = "ack_above_sent"
+#: The control plane asked for a resend from a seq the agent had already deleted as acked.
+COUNTER_RESEND_BELOW_ACKED = "resend_below_acked"
 
 
 class Connection:
@@ -451,11 +474,13 @@ class Store:
                 for r in rows
             ]
 
-    def ack_events(self, *, up_to_seq: int) -> int:
+    def ack_events(self, *, up_to_seq: int, sent_up_to: int | None = None) -> int:
         """Forget events up to ``up_to_seq`` (the control plane has them); returns how many.
 
         An ack below the high-water mark (a stale or replayed answer) changes nothing; one above
-        ``last_seq`` is clamped, so a confused server cannot make the agent skip numbers.
+        ``sent_up_to`` (the highest seq sent in the request it answers) or ``last_seq`` is
+        clamped and counted (``ack_above_sent``): a restored or reset control plane cannot make
+        the agent delete events it never sent.
         Not fsync'd: an ack lost to a power cut only makes the agent send those events again,
         under the same seqs, and the control plane deduplicates them.
         """
@@ -463,10 +488,18 @@ class Store:
             last_seq, acked_seq = conn.execute(
                 "SELECT last_seq, acked_seq FROM outbox_sequence WHERE id = 1"
             ).fetchone()
-            new_acked = min(max(up_to_seq, acked_seq), last_seq)
+            limit = last_seq if sent_up_to is None else min(last_seq, max(sent_up_to, acked_seq))
+            if up_to_seq > limit:
+                _bump(conn, COUNTER_ACK_ABOVE_SENT, 1)
+            new_acked = min(max(up_to_seq, acked_seq), limit)
             deleted = conn.execute("DELETE FROM outbox WHERE seq <= ?", (new_acked,)).rowcount
             conn.execute("UPDATE outbox_sequence SET acked_seq = ? WHERE id = 1", (new_acked,))
             return int(deleted)
+
+    def count(self, name: str, by: int = 1) -> None:
+        """Add ``by`` to the persistent counter ``name`` (see :meth:`counters`)."""
+        with self._transaction(durable=False) as conn:
+            _bump(conn, name, by)
 
     def sequence(self) -> tuple[int, int]:
         """``(last_seq, acked_seq)``: the outbox high-water marks."""
@@ -599,6 +632,8 @@ class Store:
         events: Sequence[EventRecord],
         occurred_at: float,
         expected_state: RunState,
+        start_deadline: float | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> list[int] | None:
         """Persist a run's new state and append its events in ONE transaction.
 
@@ -606,6 +641,10 @@ class Store:
         disk or neither is. The write is a compare-and-set on ``expected_state``: if the sync
         loop cancelled the task meanwhile, nothing is written and ``None`` is returned (so no
         command is sent). Otherwise returns the events' ``seq`` numbers.
+
+        A transition that starts the task (``run.started`` from ``leased``) given ``monotonic``
+        re-reads that clock inside the transaction (after any wait for the database lock) and
+        writes nothing when ``start_deadline`` has passed meanwhile (or is unknown).
         """
         with self._transaction() as conn:
             row = conn.execute(
@@ -614,8 +653,34 @@ class Store:
             ).fetchone()
             if row is None or row[0] != expected_state.value:
                 return None
+            starting = run.started and expected_state == RunState.LEASED
+            if (
+                starting
+                and monotonic is not None
+                and (start_deadline is None or monotonic() >= start_deadline)
+            ):
+                return None
             _save_run(conn, run, occurred_at)
             return [_append(conn, event, occurred_at, LANE_TASK) for event in events]
+
+    def record_confirmation(self, *, task_id: str, step: int, badge: str, at: float) -> None:
+        """Durably keep a staff ``step_confirmed`` (before the MQTT message is acknowledged);
+        the first confirmation of a step wins, re-deliveries change nothing."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO staff_confirmations (task_id, step, badge, received_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (task_id, step) DO NOTHING",
+                (task_id, step, badge, at),
+            )
+
+    def confirmation(self, *, task_id: str, step: int) -> str | None:
+        """The badge that confirmed ``step`` of ``task_id``, if any confirmation arrived."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT badge FROM staff_confirmations WHERE task_id = ? AND step = ?",
+                (task_id, step),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     # -- routine lane and disk budget ------------------------------------------------------
 
@@ -1017,13 +1082,13 @@ def _insert_evidence(conn: sqlite3.Connection, readings: Sequence[Evidence], at:
 def _save_run(conn: sqlite3.Connection, run: TaskRun, at: float) -> None:
     conn.execute(
         "INSERT INTO task_runs (task_id, fencing_token, state, started, step, phase, attempt, "
-        "device_id, command_issued_at, resends, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "device_id, command_issued_at, resends, busy, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (task_id, fencing_token) DO UPDATE SET state = excluded.state, "
         "started = excluded.started, step = excluded.step, phase = excluded.phase, "
         "attempt = excluded.attempt, device_id = excluded.device_id, "
         "command_issued_at = excluded.command_issued_at, resends = excluded.resends, "
-        "updated_at = excluded.updated_at",
+        "busy = excluded.busy, updated_at = excluded.updated_at",
         (
             run.task_id,
             run.fencing_token,
@@ -1035,6 +1100,7 @@ def _save_run(conn: sqlite3.Connection, run: TaskRun, at: float) -> None:
             run.device_id,
             run.command_issued_at,
             run.resends,
+            run.busy,
             at,
         ),
     )
@@ -1052,6 +1118,7 @@ def _run_from_row(row: dict[str, Any]) -> TaskRun:
         device_id=row["device_id"],
         command_issued_at=row["command_issued_at"],
         resends=int(row["resends"]),
+        busy=int(row["busy"]),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from edge_agent import __version__
 from edge_agent.clock import Clock
 from edge_agent.links.control_plane import ControlPlaneLink
-from edge_agent.store import Store
+from edge_agent.store import COUNTER_RESEND_BELOW_ACKED, Store
 from protocol import EventEnvelope, Heartbeat, LeaseRenewal, SyncRequest, SyncResponse
 from protocol.sync_api import MAX_SYNC_BATCH
 
@@ -50,6 +50,9 @@ class SyncCycle:
     #: Number routine telemetry into the outbox when a batch has room (the routine lane; see
     #: :mod:`edge_agent.store`, "Two lanes, one seq").
     forward_routine: bool = False
+    #: Set while the control plane asks for events the agent already deleted as acked (it was
+    #: restored from a backup): shown as the control_plane link state.
+    stalled: str | None = None
 
     def build_request(self) -> SyncRequest:
         if self.forward_routine:
@@ -64,7 +67,7 @@ class SyncCycle:
             outbox_depth=self.store.outbox_depth(),
             oldest_event_age_s=max(0.0, wall - oldest) if oldest is not None else 0.0,
             active_tasks=len(held),
-            links=dict(self.link_states()),
+            links=self._links(),
             routine_backlog=self.store.routine_depth(),
             routine_dropped=self.store.counters().get("routine_dropped", 0),
             open_alerts=len(self.store.alerts(open_only=True)),
@@ -90,6 +93,12 @@ class SyncCycle:
             else 0,
         )
 
+    def _links(self) -> dict[str, str]:
+        links = dict(self.link_states())
+        if self.stalled is not None:
+            links["control_plane"] = self.stalled
+        return links
+
     def run_once(self) -> SyncOutcome:
         """Send one request and apply the answer; errors are :mod:`edge_agent.errors` ones."""
         request = self.build_request()
@@ -110,12 +119,30 @@ class SyncCycle:
         sent_mono: float,
         sent_events: list[EventEnvelope] | None = None,
     ) -> SyncOutcome:
-        acked = self.store.ack_events(up_to_seq=response.acked_seq)
-        if response.resend_from is not None:
-            # We always send from the first unacked event, so the next request resends anyway.
-            log.info(
-                "control plane asked for a resend", extra={"resend_from": response.resend_from}
+        sent_up_to = None if sent_events is None else max((e.seq for e in sent_events), default=0)
+        if sent_up_to is not None and response.acked_seq > sent_up_to:
+            log.error(
+                "control plane acked events it was never sent; clamped",
+                extra={"acked_seq": response.acked_seq, "sent_up_to": sent_up_to},
             )
+        acked = self.store.ack_events(up_to_seq=response.acked_seq, sent_up_to=sent_up_to)
+        _, own_acked = self.store.sequence()
+        if response.resend_from is not None and response.resend_from <= own_acked:
+            # Those events were acked before and are deleted: resending cannot help (the control
+            # plane was restored from a backup). Say so loudly instead of looping in silence.
+            self.stalled = f"stalled: resend_from {response.resend_from} below acked {own_acked}"
+            self.store.count(COUNTER_RESEND_BELOW_ACKED)
+            log.error(
+                "control plane asked for events already acked and deleted",
+                extra={"resend_from": response.resend_from, "acked_seq": own_acked},
+            )
+        else:
+            self.stalled = None
+            if response.resend_from is not None:
+                # We always send from the first unacked event, so the next request resends.
+                log.info(
+                    "control plane asked for a resend", extra={"resend_from": response.resend_from}
+                )
         now_mono = self.clock.monotonic()
         wall = self.clock.wall()
         new_leases = 0

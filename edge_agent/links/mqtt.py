@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -201,8 +202,11 @@ class MqttLink:
         session_expiry_s: int = 86_400,
         keepalive_s: int = 30,
         sink: DeviceSink | None = None,
+        confirm: Callable[[DeviceEvent], None] | None = None,
     ) -> None:
         self.kitchen_id = kitchen_id
+        #: Persists a ``step_confirmed`` before ``on_message`` returns (and paho acks it).
+        self._confirm = confirm
         self.client_id = f"brigade-agent-{agent_id}"
         self.registry = DeviceRegistry()
         self.drops = DropCounter()
@@ -417,6 +421,13 @@ class MqttLink:
             self._submit(
                 Observed(device_id=decoded.device_id, link="mqtt", seq=decoded.seq, at=time.time())
             )
+        if (
+            isinstance(decoded, DeviceEvent)
+            and decoded.event == "step_confirmed"
+            and self._confirm is not None
+        ):
+            # On disk before paho acknowledges the message: the executor reads it from there.
+            self._confirm(decoded)
         if isinstance(decoded, Ack) or (
             isinstance(decoded, DeviceEvent) and decoded.event == "step_confirmed"
         ):

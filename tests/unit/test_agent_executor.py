@@ -198,6 +198,86 @@ def test_repeated_rejections_fail_the_task_with_the_reason() -> None:
     assert decision.events[0].payload["reason"] == "step_rejected"
 
 
+def refusal(command_id: str, reason: str, device_id: str = "oven-1") -> Ack:
+    return Ack(
+        command_id=command_id,
+        device_id=device_id,
+        result=AckResult.REJECTED,
+        ts=WALL,
+        reason=reason,
+    )
+
+
+def test_silence_while_the_broker_is_down_neither_counts_nor_fails() -> None:
+    """A broker outage longer than max_resends * ack_wait_s: no re-send, no count, no failure."""
+    first, record = start(make_lease())
+    accepted = decide(first.run, record, at(2.0, ack=ack("t1.s0.a1", AckResult.ACCEPTED)), SETTINGS)
+    decision, now = accepted, 2.0
+    for _ in range(3 * SETTINGS.max_resends):
+        now = (decision.wake_at or now) + 0.1
+        decision = decide(decision.run, record, at(now, link_up=False), SETTINGS)
+        assert decision.command is None and decision.run.state == RunState.STARTED
+    assert decision.run.resends == 0
+    back = decide(decision.run, record, at((decision.wake_at or now) + 0.1), SETTINGS)
+    assert back.command is not None and back.command.command.command_id == "t1.s0.a1"
+    assert back.run.resends == 1
+
+
+def test_silence_while_the_device_is_offline_neither_counts_nor_fails() -> None:
+    """The commanded device offline (broker up): the deadline moves on, re-sends uncounted."""
+    decision, record = start(make_lease())
+    now = 1.0
+    for _ in range(3 * SETTINGS.max_resends):
+        now = (decision.wake_at or now) + 0.1
+        decision = decide(decision.run, record, at(now, online=frozenset()), SETTINGS)
+        assert decision.command is None and decision.run.state == RunState.STARTED
+    assert decision.run.resends == 0
+
+
+def test_busy_refusals_back_off_without_using_up_attempts() -> None:
+    """``busy`` is not a failure: many in a row, growing waits, then the step still runs."""
+    decision, record = start(make_lease())
+    now, waits = 1.0, []
+    for _ in range(2 * SETTINGS.max_attempts):
+        busy = refusal(decision.run.command_id or "", "busy: running x.s0.a1")
+        waiting = decide(decision.run, record, at(now, free_devices=OVENS, ack=busy), SETTINGS)
+        assert waiting.run.state == RunState.STARTED and waiting.command is None
+        assert waiting.wake_at is not None
+        waits.append(waiting.wake_at - now)
+        early = decide(waiting.run, record, at(now + 0.01, free_devices=OVENS), SETTINGS)
+        assert early.command is None
+        now = waiting.wake_at
+        decision = decide(waiting.run, record, at(now, free_devices=OVENS), SETTINGS)
+        assert decision.command is not None and decision.command.device_id == "oven-1"
+    assert waits == sorted(waits) and waits[-1] > waits[0]
+    # Real refusals still fail the step after max_attempts of them.
+    for _ in range(SETTINGS.max_attempts):
+        real = refusal(decision.run.command_id or "", "invalid_params: setpoint_c")
+        decision = decide(decision.run, record, at(now, free_devices=OVENS, ack=real), SETTINGS)
+    assert decision.run.state == RunState.FAILED
+
+
+def test_a_busy_device_is_skipped_for_another_free_one_of_the_kind() -> None:
+    """``busy`` with a second oven free: the next attempt goes to that oven at once."""
+    decision, record = start(make_lease())
+    two = {"oven": ("oven-1", "oven-2")}
+    busy = refusal("t1.s0.a1", "busy: running x.s0.a1")
+    moved = decide(decision.run, record, at(2.0, free_devices=two, ack=busy), SETTINGS)
+    assert moved.command is not None and moved.command.device_id == "oven-2"
+    assert moved.command.command.command_id == "t1.s0.a2"
+
+
+def test_after_a_device_fault_the_next_attempt_prefers_another_oven() -> None:
+    """``element_fault`` or ``expired`` on oven-1: attempt 2 goes to oven-2 when it is free."""
+    two = {"oven": ("oven-1", "oven-2")}
+    for answer in (refusal("t1.s0.a1", "element_fault"), ack("t1.s0.a1", AckResult.EXPIRED)):
+        decision, record = start(make_lease())
+        retry = decide(decision.run, record, at(2.0, free_devices=two, ack=answer), SETTINGS)
+        assert retry.command is not None and retry.command.device_id == "oven-2"
+        alone = decide(decision.run, record, at(2.0, free_devices=OVENS, ack=answer), SETTINGS)
+        assert alone.command is not None and alone.command.device_id == "oven-1"
+
+
 def test_an_ack_for_another_command_changes_nothing() -> None:
     """A stray ack (other task, old attempt) is ignored."""
     first, record = start(make_lease())

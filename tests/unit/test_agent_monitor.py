@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge_agent.errors import StoreError
 from edge_agent.ingest import Ingest
 from edge_agent.monitor import SafetyMonitor
 from edge_agent.readings import CorrectiveAction, Observed, ReadingIn, StatusSeen
@@ -168,3 +170,29 @@ def test_a_staff_corrective_action_is_recorded_on_the_alert_and_its_evidence(
     resolved = store.pending_events(limit=100)[-1]
     assert resolved.type == "alert.resolved" and resolved.payload["acted_by"] == "badge-9"
     assert ingest.counts()["dropped"] == {"unknown_alert": 1}
+
+
+def test_an_alert_whose_write_fails_is_stored_on_a_later_tick(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full / SQLITE_BUSY during raise_alert: the alert is kept and written next tick."""
+    clock = FakeClock()
+    ingest = make_ingest(store, clock)
+    real = store.raise_alert
+    failing = True
+
+    def flaky(**kwargs: Any) -> int | None:
+        if failing:
+            raise StoreError("database or disk is full")
+        return real(**kwargs)
+
+    monkeypatch.setattr(store, "raise_alert", flaky)
+    run_fridge(ingest, clock, [3.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0])
+    assert store.alerts() == [] and ingest.retry_pending() == 2
+    failing = False
+    ingest.apply(ingest.monitor.tick(clock.wall()), at=clock.wall())
+    assert {a["kind"] for a in store.alerts(open_only=True)} == {
+        "cold_holding_breach",
+        "cold_holding_alarm",
+    }
+    assert ingest.retry_pending() == 0 and ingest.counts()["alerts_raised"] == 2

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from edge_agent.agent import Executor
+from edge_agent.agent import Executor, persist_confirmation
 from edge_agent.executor import ExecutorSettings, RunState
+from edge_agent.links.mqtt import Inbound, MqttLink
 from edge_agent.store import Store
-from protocol import Ack, AckResult, Command, Lease, RecipeStep
+from protocol import (
+    Ack,
+    AckResult,
+    Channel,
+    Command,
+    DeviceEvent,
+    Lease,
+    RecipeStep,
+    encode_message,
+    topic_for,
+)
 
 WALL = 1_767_225_600.0
 
@@ -137,3 +149,42 @@ def test_nothing_starts_while_the_broker_link_is_down(store: Store) -> None:
     executor.step(None, OVEN)
     assert store.run_counts() == {RunState.RELEASED.value: 1}
     assert [e.type for e in store.pending_events(limit=10)] == ["task.released"]
+
+
+def test_a_staff_confirmation_is_persisted_on_ingest_and_counts_before_the_step_waits(
+    store: Store,
+) -> None:
+    """step_confirmed goes to disk in the MQTT path (inbox full) and before the task started;
+    the executor still finishes the manual step from the store."""
+    clock = FakeClock()
+    full: queue.Queue[Inbound] = queue.Queue(maxsize=1)
+    full.put_nowait(Ack(command_id="x", device_id="oven-1", result=AckResult.DONE, ts=WALL))
+    link = MqttLink(
+        agent_id="a1",
+        kitchen_id="k1",
+        host="127.0.0.1",
+        port=1,
+        inbox=full,
+        confirm=lambda event: persist_confirmation(store, clock, event),
+    )
+    event = DeviceEvent(
+        device_id="kds-1",
+        seq=1,
+        ts=WALL,
+        event="step_confirmed",
+        data={"task_id": "t1", "step": 0, "badge": "badge-7"},
+    )
+    link.handle_message(topic_for("k1", "kds-1", Channel.EVENT), encode_message(event))
+    assert link.drops.counts().get("inbox_full") == 1
+    manual = lease("t1").model_copy(
+        update={"steps": [RecipeStep(index=0, name="plate", manual=True, duration_s=30)]}
+    )
+    store.add_lease(
+        lease=manual, received_at=WALL, start_deadline_mono=clock.mono + 60, not_before_mono=0.0
+    )
+    executor = executor_for(store, clock)
+    executor.step(None, {})  # starts the task: the manual step is announced
+    executor.step(None, {})  # the persisted confirmation completes it
+    assert store.run_counts() == {"done": 1}
+    done = [e for e in store.pending_events(limit=100) if e.type == "task.step_done"]
+    assert done[0].payload["staff_badge"] == "badge-7"

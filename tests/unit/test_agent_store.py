@@ -141,6 +141,32 @@ def test_a_transition_on_a_task_cancelled_meanwhile_writes_nothing(store: Store)
     assert store.active_tasks() == []
 
 
+def test_the_start_by_deadline_is_rechecked_inside_the_starting_transaction(store: Store) -> None:
+    """The deadline passes between decide() and the commit: task.started is not written."""
+    add(store, lease(), deadline=100.0)
+    run = store.active_tasks()[0].run
+    started = replace(run, state=RunState.STARTED, started=True)
+    event = EventRecord(type="task.started", payload={})
+    late = store.apply_transition(
+        run=started,
+        events=[event],
+        occurred_at=3.0,
+        expected_state=RunState.LEASED,
+        start_deadline=100.0,
+        monotonic=lambda: 100.0,
+    )
+    assert late is None and store.outbox_depth() == 0
+    in_time = store.apply_transition(
+        run=started,
+        events=[event],
+        occurred_at=3.0,
+        expected_state=RunState.LEASED,
+        start_deadline=100.0,
+        monotonic=lambda: 99.9,
+    )
+    assert in_time == [1]
+
+
 def test_a_started_task_is_not_dropped_by_a_cancellation(store: Store) -> None:
     """The kitchen is authoritative: cancelling a started task leaves it running."""
     add(store, lease())

@@ -14,7 +14,7 @@ from edge_agent.links.control_plane import ControlPlaneClient
 from edge_agent.store import Store
 from edge_agent.sync import SyncCycle
 from edge_agent.testing import FakeControlPlane
-from protocol import Lease, RecipeStep
+from protocol import Lease, RecipeStep, SyncResponse
 
 
 @dataclass
@@ -199,3 +199,37 @@ def test_no_new_leases_are_asked_for_while_work_cannot_start(
     cycle.can_take_leases = lambda: False
     cycle.run_once()
     assert fake.requests[0].want_leases == 0
+
+
+def test_an_ack_above_the_highest_seq_sent_is_clamped_and_counted(
+    cycle: SyncCycle, store: Store, clock: FakeClock
+) -> None:
+    """Events appended after the request was built survive an ack that claims them."""
+    for n in range(3):
+        store.append_event(type="x", payload={"n": n}, occurred_at=1.0)
+    request = cycle.build_request()
+    for n in range(2):
+        store.append_event(type="x", payload={"n": 3 + n}, occurred_at=1.0)
+    response = SyncResponse(acked_seq=5, server_time=clock.wall())
+    cycle.apply_response(response, sent_mono=clock.mono, sent_events=request.events)
+    assert store.sequence() == (5, 3)
+    assert [e.seq for e in store.pending_events(limit=10)] == [4, 5]
+    assert store.counters().get("ack_above_sent") == 1
+
+
+def test_a_resend_request_below_the_acked_seq_is_surfaced_as_stalled(
+    cycle: SyncCycle, store: Store, clock: FakeClock
+) -> None:
+    """A control plane restored from backup asks for deleted events: counted and shown."""
+    for n in range(3):
+        store.append_event(type="x", payload={"n": n}, occurred_at=1.0)
+    request = cycle.build_request()
+    ok = SyncResponse(acked_seq=3, server_time=clock.wall())
+    cycle.apply_response(ok, sent_mono=clock.mono, sent_events=request.events)
+    restored = SyncResponse(acked_seq=1, resend_from=2, server_time=clock.wall())
+    cycle.apply_response(restored, sent_mono=clock.mono, sent_events=[])
+    assert cycle.stalled == "stalled: resend_from 2 below acked 3"
+    assert store.counters().get("resend_below_acked") == 1
+    assert cycle.build_request().heartbeat.links["control_plane"] == cycle.stalled
+    cycle.apply_response(ok, sent_mono=clock.mono, sent_events=[])
+    assert cycle.stalled is None
