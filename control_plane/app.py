@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.admission_middleware import AdmissionMiddleware, budgets_from
 from control_plane.config import Settings
 from control_plane.deps import Services
 from control_plane.intake import KeysInFlight, purge_expired_keys
@@ -87,5 +88,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Added first so it runs inside RequestMiddleware: refusals get a request id, are logged and
+    # timed, and the latency fed back to the limiter excludes the client's upload time.
+    app.add_middleware(AdmissionMiddleware, metrics=metrics, budgets=budgets_from(settings))
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,4 +41,30 @@ class Settings(BaseSettings):
     #: jump in the offset beyond which the agent's clock is taken to have been set.
     clock_drift_ppm: float = Field(default=200.0, ge=0)
     clock_step_s: float = Field(default=5.0, gt=0)
+    #: Overload protection: the initial concurrency limit of each traffic class (requests in
+    #: progress), adapted between the floor and the ceiling against the latency target. The
+    #: defaults are far above what one kitchen fleet's normal traffic needs.
+    admission_intake_limit: int = Field(default=256, ge=1)
+    admission_sync_limit: int = Field(default=512, ge=1)
+    admission_read_limit: int = Field(default=128, ge=1)
+    admission_write_limit: int = Field(default=64, ge=1)
+    admission_min_limit: int = Field(default=64, ge=1)
+    admission_max_limit: int = Field(default=1024, ge=1)
+    admission_target_latency_s: float = Field(default=0.5, gt=0)
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _admission_limits_ordered(self) -> Settings:
+        limits = {
+            "admission_intake_limit": self.admission_intake_limit,
+            "admission_sync_limit": self.admission_sync_limit,
+            "admission_read_limit": self.admission_read_limit,
+            "admission_write_limit": self.admission_write_limit,
+        }
+        for name, limit in limits.items():
+            if not self.admission_min_limit <= limit <= self.admission_max_limit:
+                raise ValueError(
+                    f"{name}={limit} must lie between admission_min_limit="
+                    f"{self.admission_min_limit} and admission_max_limit={self.admission_max_limit}"
+                )
+        return self

@@ -108,6 +108,12 @@ class Metrics:
             "Alerts acknowledged with a corrective action",
             registry=self.registry,
         )
+        self.admission_rejected = Counter(
+            "brigade_admission_rejected_total",
+            "Requests refused 503 because their traffic class was at its concurrency limit",
+            ["traffic_class"],
+            registry=self.registry,
+        )
         self.stranded_tasks = Gauge(
             "brigade_stranded_tasks",
             "Tasks held by unreachable agents (computed at each scrape)",

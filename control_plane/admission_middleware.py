@@ -1,0 +1,158 @@
+"""Overload protection of the API itself: an adaptive concurrency limit per traffic class (SPEC 5).
+
+Every request is put in one traffic class, and each class has its own budget, adapted by the
+pure core :mod:`control_plane.planning.admission`; a request over its class's limit is answered
+``503`` ``overloaded`` with ``Retry-After`` at once, before any work is done. Budgets are
+separate so a fleet of agents syncing cannot starve order intake, nor operators' reads either.
+
+>>> traffic_class("POST", "/v1/orders"), traffic_class("GET", "/v1/orders")
+('intake', 'read')
+>>> traffic_class("POST", "/v1/agents/sync"), traffic_class("GET", "/healthz") is None
+('sync', True)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from control_plane.config import Settings
+from control_plane.metrics import Metrics
+from control_plane.planning.admission import (
+    Admission,
+    AdmissionState,
+    ClassBudget,
+    acquire,
+    release,
+)
+from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, problem_body
+
+__all__ = ["TRAFFIC_CLASSES", "AdmissionMiddleware", "budgets_from", "traffic_class"]
+
+TRAFFIC_CLASSES = ("intake", "sync", "read", "write")
+#: Probes and scrapes must answer exactly when the API is overloaded.
+_NEVER_LIMITED = frozenset({"/healthz", "/metrics"})
+_AGENT_PATHS = frozenset({"/v1/agents/sync", "/v1/agents/enroll"})
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def traffic_class(method: str, path: str) -> str | None:
+    """The class whose budget a request counts against, or None if it is never limited."""
+    path = path.rstrip("/") or "/"
+    if path in _NEVER_LIMITED:
+        return None
+    if method == "POST" and path == "/v1/orders":
+        return "intake"
+    if path in _AGENT_PATHS:
+        return "sync"
+    return "read" if method in _READ_METHODS else "write"
+
+
+def budgets_from(settings: Settings) -> dict[str, ClassBudget]:
+    """One budget per traffic class from the ``BRIGADE_ADMISSION_*`` settings."""
+    initial = {
+        "intake": settings.admission_intake_limit,
+        "sync": settings.admission_sync_limit,
+        "read": settings.admission_read_limit,
+        "write": settings.admission_write_limit,
+    }
+    return {
+        name: ClassBudget(
+            initial=float(initial[name]),
+            min_limit=float(settings.admission_min_limit),
+            max_limit=float(settings.admission_max_limit),
+            target_latency_s=settings.admission_target_latency_s,
+        )
+        for name in TRAFFIC_CLASSES
+    }
+
+
+class AdmissionMiddleware:
+    """Admit or refuse each request by its class's limit; feed back its latency when done."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        budgets: Mapping[str, ClassBudget],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.monotonic = monotonic
+        self._state = AdmissionState.of(budgets)
+        # The app may be served from more than one thread (a test client's portal, several
+        # event loops), so every read-modify-write of the state is done under one lock.
+        self._lock = threading.Lock()
+        for name in budgets:
+            metrics.admission_rejected.labels(name)  # exported at 0 before the first refusal
+
+    @property
+    def state(self) -> AdmissionState:
+        """The limits and requests in flight now, per class."""
+        with self._lock:
+            return self._state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        name = traffic_class(str(scope.get("method", "")), str(scope.get("path", "")))
+        if name is None:
+            await self.app(scope, receive, send)
+            return
+        with self._lock:
+            self._state, admission = acquire(self._state, name, self.monotonic())
+        if not admission.admitted:
+            self.metrics.admission_rejected.labels(name).inc()
+            await _overloaded(send, name, admission)
+            return
+        started = self.monotonic()
+        status = 500  # an app that raises before answering counts as failed
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException:
+            status = 500
+            raise
+        finally:
+            now = self.monotonic()
+            with self._lock:
+                self._state = release(
+                    self._state, name, now, latency_s=now - started, ok=status < 500
+                )
+
+
+async def _overloaded(send: Send, name: str, admission: Admission) -> None:
+    retry_after = max(1, admission.retry_after_s or 1)
+    body = encode_problem(
+        problem_body(
+            503,
+            "overloaded",
+            "Overloaded",
+            f"too many {name} requests in progress; retry after {retry_after} s",
+            extra={"traffic_class": name},
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,267 @@
+"""Overload protection of the API: per-class concurrency limits answered 503 + Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from control_plane.admission_middleware import (
+    TRAFFIC_CLASSES,
+    AdmissionMiddleware,
+    traffic_class,
+)
+from control_plane.app import create_app
+from control_plane.config import Settings
+from control_plane.metrics import Metrics
+from control_plane.planning.admission import ClassBudget
+from control_plane.store import Store
+
+DEADLINE_S = 5.0
+OVERLOADED = "https://brigade.example/problems/overloaded"
+
+
+HOLD = {"x-test-hold": "1"}
+
+
+class Kitchen:
+    """A stand-in app: requests with ``X-Test-Hold`` wait until released, ``/boom`` raises."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope["type"] == "http"
+        if scope["path"].endswith("/boom"):
+            raise RuntimeError("boom")
+        if (b"x-test-hold", b"1") in scope["headers"]:
+            self.entered.set()
+            await self.go_on.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+Scenario = Callable[[httpx.AsyncClient, Kitchen, AdmissionMiddleware], Awaitable[None]]
+
+
+def run(scenario: Scenario, *, limit: int = 1) -> Metrics:
+    """Run ``scenario`` against the middleware over a :class:`Kitchen`, every class at ``limit``."""
+    metrics = Metrics()
+
+    async def main() -> None:
+        kitchen = Kitchen()
+        budgets = {name: ClassBudget(initial=limit, min_limit=1) for name in TRAFFIC_CLASSES}
+        middleware = AdmissionMiddleware(kitchen, metrics=metrics, budgets=budgets)
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            await scenario(client, kitchen, middleware)
+
+    asyncio.run(main())
+    return metrics
+
+
+async def hold(
+    client: httpx.AsyncClient, kitchen: Kitchen, method: str, path: str
+) -> asyncio.Task[httpx.Response]:
+    """Start a request that stays in progress until ``kitchen.go_on`` is set."""
+    held = asyncio.create_task(client.request(method, path, headers=HOLD))
+    await asyncio.wait_for(kitchen.entered.wait(), DEADLINE_S)
+    return held
+
+
+def rejected(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "brigade_admission_rejected_total", {"traffic_class": name}
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/orders", "intake"),
+        ("POST", "/v1/orders/", "intake"),
+        ("POST", "/v1/agents/sync", "sync"),
+        ("POST", "/v1/agents/enroll", "sync"),
+        ("GET", "/v1/orders", "read"),
+        ("GET", "/v1/agents", "read"),
+        ("HEAD", "/v1/kitchens", "read"),
+        ("POST", "/v1/orders/o-1/cancel", "write"),
+        ("PUT", "/v1/skus/burger", "write"),
+        ("DELETE", "/v1/kitchens/k1/stations/grill", "write"),
+        ("GET", "/healthz", None),
+        ("GET", "/metrics", None),
+    ],
+)
+def test_requests_are_classified_by_method_and_path(
+    method: str, path: str, expected: str | None
+) -> None:
+    """Intake, agent sync/enroll, other reads and other writes; probes are never limited."""
+    assert traffic_class(method, path) == expected
+
+
+def test_a_request_over_its_class_limit_gets_503_with_retry_after() -> None:
+    """At its limit a class answers 503 overloaded problem+json with an integer Retry-After."""
+    answers: list[httpx.Response] = []
+
+    async def scenario(
+        client: httpx.AsyncClient, kitchen: Kitchen, _mw: AdmissionMiddleware
+    ) -> None:
+        held = await hold(client, kitchen, "POST", "/v1/orders")
+        answers.append(await client.post("/v1/orders", json={}))
+        kitchen.go_on.set()
+        answers.append(await held)
+
+    metrics = run(scenario)
+    refused, finished = answers
+    assert finished.status_code == 200
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["retry-after"]) >= 1
+    body = json.loads(refused.content)
+    assert body["type"] == OVERLOADED
+    assert body["status"] == 503
+    assert body["traffic_class"] == "intake"
+    assert rejected(metrics, "intake") == 1.0
+
+
+def test_every_class_is_exported_at_zero_before_any_refusal() -> None:
+    """The rejection counter has a series per class from the start, for dashboards and alerts."""
+
+    async def scenario(
+        client: httpx.AsyncClient, _kitchen: Kitchen, _mw: AdmissionMiddleware
+    ) -> None:
+        assert (await client.get("/v1/orders")).status_code == 200
+
+    metrics = run(scenario)
+    assert [rejected(metrics, name) for name in TRAFFIC_CLASSES] == [0.0] * len(TRAFFIC_CLASSES)
+
+
+def test_health_and_metrics_are_never_limited() -> None:
+    """With reads at their limit, /healthz and /metrics still answer."""
+    answers: list[httpx.Response] = []
+
+    async def scenario(
+        client: httpx.AsyncClient, kitchen: Kitchen, _mw: AdmissionMiddleware
+    ) -> None:
+        held = await hold(client, kitchen, "GET", "/v1/orders")
+        answers.append(await client.get("/v1/kitchens"))
+        answers.append(await client.get("/healthz"))
+        answers.append(await client.get("/metrics"))
+        kitchen.go_on.set()
+        await held
+
+    metrics = run(scenario)
+    assert [a.status_code for a in answers] == [503, 200, 200]
+    assert rejected(metrics, "read") == 1.0
+
+
+def test_a_saturated_class_does_not_block_the_others() -> None:
+    """Agent syncs at their limit are refused while intake, reads and writes go through."""
+    answers: dict[str, int] = {}
+
+    async def scenario(
+        client: httpx.AsyncClient, kitchen: Kitchen, _mw: AdmissionMiddleware
+    ) -> None:
+        held = await hold(client, kitchen, "POST", "/v1/agents/sync")
+        answers["sync"] = (await client.post("/v1/agents/sync", json={})).status_code
+        answers["enroll"] = (await client.post("/v1/agents/enroll", json={})).status_code
+        answers["intake"] = (await client.post("/v1/orders", json={})).status_code
+        answers["read"] = (await client.get("/v1/orders")).status_code
+        answers["write"] = (await client.put("/v1/skus/burger", json={})).status_code
+        kitchen.go_on.set()
+        await held
+
+    metrics = run(scenario)
+    assert answers == {"sync": 503, "enroll": 503, "intake": 200, "read": 200, "write": 200}
+    assert rejected(metrics, "sync") == 2.0
+
+
+def test_a_finished_request_frees_its_slot() -> None:
+    """Once the request in progress has answered, the next one of its class is admitted."""
+    answers: list[int] = []
+
+    async def scenario(
+        client: httpx.AsyncClient, kitchen: Kitchen, middleware: AdmissionMiddleware
+    ) -> None:
+        held = await hold(client, kitchen, "POST", "/v1/orders")
+        kitchen.go_on.set()
+        answers.append((await held).status_code)
+        answers.append((await client.post("/v1/orders", json={})).status_code)
+        assert middleware.state.classes["intake"].in_flight == 0
+
+    run(scenario)
+    assert answers == [200, 200]
+
+
+def test_a_request_that_fails_frees_its_slot_too() -> None:
+    """An exception in the app releases the slot (counted as not ok) instead of leaking it."""
+
+    async def scenario(
+        client: httpx.AsyncClient, _kitchen: Kitchen, middleware: AdmissionMiddleware
+    ) -> None:
+        with pytest.raises(RuntimeError):
+            await client.post("/v1/boom")
+        assert middleware.state.classes["write"].in_flight == 0
+        assert (await client.post("/v1/other")).status_code == 200
+
+    run(scenario)
+
+
+def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path) -> None:
+    """Through create_app: a read over BRIGADE_ADMISSION_READ_LIMIT is 503, /healthz is not."""
+    settings = Settings(
+        db_path=tmp_path / "cp.db",
+        admission_intake_limit=1,
+        admission_sync_limit=1,
+        admission_read_limit=1,
+        admission_write_limit=1,
+        admission_min_limit=1,
+    )
+    store = Store.open(settings.db_path)
+    answers: dict[str, httpx.Response] = {}
+
+    async def main() -> None:
+        app = create_app(settings, store=store)
+        entered, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held() -> dict[str, Any]:
+            entered.set()
+            await go_on.wait()
+            return {}
+
+        app.add_api_route("/v1/test/held", held, methods=["GET"])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            first = asyncio.create_task(client.get("/v1/test/held"))
+            await asyncio.wait_for(entered.wait(), DEADLINE_S)
+            answers["refused"] = await client.get("/v1/kitchens")
+            answers["health"] = await client.get("/healthz")
+            go_on.set()
+            answers["held"] = await first
+            answers["scrape"] = await client.get("/metrics")
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    refused = answers["refused"]
+    assert answers["held"].status_code == 200
+    assert refused.status_code == 503
+    assert refused.json()["type"] == OVERLOADED
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-request-id"]
+    assert answers["health"].status_code == 200
+    assert 'brigade_admission_rejected_total{traffic_class="read"} 1.0' in answers["scrape"].text
+
+
+def test_admission_limits_must_lie_between_floor_and_ceiling(tmp_path: Path) -> None:
+    """A class limit below the floor is refused when the settings are built."""
+    with pytest.raises(ValueError, match="admission_read_limit"):
+        Settings(db_path=tmp_path / "cp.db", admission_read_limit=8, admission_min_limit=16)
