@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,7 @@ from simulators.broker import Broker
 from simulators.demo_menu import EQUIPMENT, SKUS, STATIONS, demo_plant
 from simulators.devices import SimulatedDevice
 from simulators.processes import ManagedProcess, free_port
-from simulators.services import ControlPlane, console_script, run_cli
+from simulators.services import ControlPlane, console_script, created, json_object, run_cli
 
 #: Share of the run spent submitting orders; the rest lets open orders finish.
 LOAD_SHARE = 0.7
@@ -112,20 +112,12 @@ class OrderLoad(threading.Thread):
                 continue
             if response.status_code == 201:
                 self._counters.accepted += 1
-            elif response.status_code in (422, 429, 503) and "reason" in _problem(response):
+            elif response.status_code in (422, 429, 503) and "reason" in json_object(response):
                 self._counters.rejected += 1
-                self._counters.rejection_reasons[_problem(response)["reason"]] += 1
+                self._counters.rejection_reasons[json_object(response)["reason"]] += 1
             else:
                 self._counters.error(f"HTTP {response.status_code}: {response.text[:200]}")
             return
-
-
-def _problem(response: httpx.Response) -> dict[str, Any]:
-    with contextlib.suppress(ValueError):
-        body = response.json()
-        if isinstance(body, dict):
-            return body
-    return {}
 
 
 @dataclass
@@ -168,7 +160,7 @@ class Demo:
         )
         with self.cp.client() as http:
             for sku in SKUS:
-                _created(http.post("/v1/skus", json=sku))
+                created(http.post("/v1/skus", json=sku))
             for n in range(1, self.settings.kitchens + 1):
                 self.kitchens.append(self._start_kitchen(http, f"k{n}"))
         self.load = OrderLoad(self.cp, self.settings, self.counters)
@@ -176,7 +168,7 @@ class Demo:
 
     def _start_kitchen(self, http: httpx.Client, kitchen_id: str) -> Kitchen:
         assert self.broker is not None and self.cp is not None
-        _created(
+        created(
             http.post(
                 "/v1/kitchens",
                 json={
@@ -188,7 +180,7 @@ class Demo:
             )
         )
         for device_id, kind, station in EQUIPMENT:
-            _created(
+            created(
                 http.post(
                     f"/v1/kitchens/{kitchen_id}/equipment",
                     json={"id": device_id, "kind": kind, "station_id": station},
@@ -208,7 +200,7 @@ class Demo:
         ]
         for device in devices:
             device.start()
-        token = _created(
+        token = created(
             http.post("/v1/enrollment-tokens", json={"kitchen_id": kitchen_id, "ttl_s": 600})
         )["token"]
         home = self.workdir / kitchen_id
@@ -326,16 +318,6 @@ class Demo:
         }
 
 
-def _created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code not in (200, 201):
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code}: {response.text[:300]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def progress_table(stats: dict[str, Any], counters: LoadCounters, elapsed_s: float) -> Table:
     """The live view: orders per kitchen by status, and the load's own counters."""
     table = Table(
@@ -387,24 +369,32 @@ def _progress_view(
     yield line
 
 
-def summary_table(report: dict[str, Any]) -> Table:
-    table = Table(title="Demo summary")
+DEMO_FIGURES = (
+    "duration_s",
+    "kitchens",
+    "orders_submitted",
+    "orders_accepted",
+    "orders_rejected",
+    "orders_ready",
+    "orders_open",
+    "orders_failed",
+    "tasks_done",
+    "errors",
+)
+
+
+def figures_table(title: str, report: dict[str, Any], keys: Sequence[str]) -> Table:
+    """A two-column table of the report's figures ``keys``, in that order."""
+    table = Table(title=title)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for key in (
-        "duration_s",
-        "kitchens",
-        "orders_submitted",
-        "orders_accepted",
-        "orders_rejected",
-        "orders_ready",
-        "orders_open",
-        "orders_failed",
-        "tasks_done",
-        "errors",
-    ):
+    for key in keys:
         table.add_row(key, str(report[key]))
     return table
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    return figures_table("Demo summary", report, DEMO_FIGURES)
 
 
 def run_demo(settings: DemoSettings, console: Console | None = None) -> dict[str, Any]:

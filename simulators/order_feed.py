@@ -7,7 +7,6 @@ the ids of the orders answered ``201``: the invariant checker holds the control 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ import httpx
 
 from simulators.demand import PlannedOrder, TimeCompression
 from simulators.scenarios import RunFacts
-from simulators.services import ControlPlane
+from simulators.services import ControlPlane, json_object
 
 
 class OrderFeed(threading.Thread):
@@ -78,7 +77,7 @@ class OrderFeed(threading.Thread):
                     self.facts.accepted += 1
                     self.accepted_ids.append(response.json()["id"])
                 return
-            problem = _json(response)
+            problem = json_object(response)
             if response.status_code in (422, 429, 503) and "reason" in problem:
                 with self.lock:
                     self.facts.rejected += 1
@@ -93,25 +92,6 @@ class OrderFeed(threading.Thread):
     def _error(self, what: str) -> None:
         with self.lock:
             self.facts.errors.append(what)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    with contextlib.suppress(ValueError):
-        body = response.json()
-        if isinstance(body, dict):
-            return body
-    return {}
-
-
-def created(response: httpx.Response) -> dict[str, Any]:
-    """The body of a 200/201 answer; anything else is a setup failure, raised with its text."""
-    if response.status_code not in (200, 201):
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path} answered "
-            f"{response.status_code}: {response.text[:300]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def all_pages(http: httpx.Client, path: str, key: str) -> list[dict[str, Any]]:

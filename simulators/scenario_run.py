@@ -33,7 +33,7 @@ from simulators import charts
 from simulators.broker import Broker
 from simulators.chaos import FaultProxy
 from simulators.demand import compress, generate
-from simulators.demo import LOAD_SHARE
+from simulators.demo import LOAD_SHARE, figures_table
 from simulators.demo_menu import demo_plant
 from simulators.devices import SimulatedDevice
 from simulators.invariants import (
@@ -44,8 +44,8 @@ from simulators.invariants import (
     duplicate_starts,
     lost_events,
 )
-from simulators.order_feed import OrderFeed, all_pages, created
-from simulators.processes import ManagedProcess
+from simulators.order_feed import OrderFeed, all_pages
+from simulators.processes import ManagedProcess, leftover_processes
 from simulators.scenario_menu import (
     COLD_HOLDING_LIMIT_C,
     COOKING,
@@ -64,7 +64,7 @@ from simulators.scenarios import (
     window_for,
 )
 from simulators.serial_probe import PhysicsSource, SerialProbe
-from simulators.services import ControlPlane, console_script, run_cli
+from simulators.services import ControlPlane, console_script, created, run_cli
 from simulators.staff import KitchenStaff, started_tasks_of
 from simulators.wallclock import skewed_argv
 
@@ -566,44 +566,30 @@ def settled(stats: dict[str, Any]) -> bool:
     )
 
 
-def leftover_processes(workdir: Path) -> list[int]:
-    """PIDs whose command line mentions ``workdir`` (nothing should survive a run)."""
-    found = []
-    marker = str(workdir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-    return found
+SCENARIO_FIGURES = (
+    "kitchens",
+    "duration_s",
+    "orders_submitted",
+    "orders_accepted",
+    "orders_rejected",
+    "orders_ready",
+    "orders_late",
+    "orders_open",
+    "tasks_done",
+    "duplicate_starts",
+    "lost_events",
+    "sla_alerts",
+    "safety_alerts",
+    "device_alarms",
+    "waste_units",
+    "errors",
+)
 
 
 def summary_table(report: dict[str, Any]) -> Table:
     verdict = "PASSED" if report["verdict"]["passed"] else "FAILED"
-    table = Table(title=f"Scenario {report['scenario']} (seed {report['seed']}): {verdict}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key in (
-        "kitchens",
-        "duration_s",
-        "orders_submitted",
-        "orders_accepted",
-        "orders_rejected",
-        "orders_ready",
-        "orders_late",
-        "orders_open",
-        "tasks_done",
-        "duplicate_starts",
-        "lost_events",
-        "sla_alerts",
-        "safety_alerts",
-        "device_alarms",
-        "waste_units",
-        "errors",
-    ):
-        table.add_row(key, str(report[key]))
-    return table
+    title = f"Scenario {report['scenario']} (seed {report['seed']}): {verdict}"
+    return figures_table(title, report, SCENARIO_FIGURES)
 
 
 def run_scenario(settings: ScenarioSettings, console: Console | None = None) -> dict[str, Any]:

@@ -6,12 +6,14 @@ plane or the agent; they run as separate processes, stopped by PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -117,3 +119,23 @@ class ControlPlane:
             headers={"Authorization": f"Bearer {token or self.admin_token}"},
             timeout=timeout,
         )
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of an answer (a problem body, say), or ``{}`` if it is not one."""
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        if isinstance(body, dict):
+            return body
+    return {}
+
+
+def created(response: httpx.Response) -> dict[str, Any]:
+    """The body of a 200/201 answer; anything else is a setup failure, raised with its text."""
+    if response.status_code not in (200, 201):
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text[:300]}"
+        )
+    body: dict[str, Any] = response.json()
+    return body

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from simulators.scenario_run import ScenarioSettings, leftover_processes, run_scenario
+from simulators.processes import leftover_processes
+from simulators.scenario_run import ScenarioSettings, run_scenario
 from simulators.scenarios import REPORT_FIELDS, SCENARIOS
 
 #: Thread names of the run's in-process parts (proxies, devices, probes, staff, feed).

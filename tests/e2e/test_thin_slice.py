@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +16,7 @@ from protocol import Channel
 from simulators.broker import Broker
 from simulators.demo_menu import SKUS, demo_plant
 from simulators.devices import SimulatedDevice
-from simulators.processes import ManagedProcess, wait_until
+from simulators.processes import ManagedProcess, leftover_processes, wait_until
 from simulators.services import ControlPlane, console_script, run_cli
 from tests.observer import observe
 
@@ -212,15 +210,5 @@ def test_demo_ends_by_itself_with_ready_orders_and_leaves_no_process(tmp_path: P
     assert report["errors"] == 0, report
     assert report["orders_ready"] > 0, report
     assert set(report["per_kitchen"]) == {"k1", "k2"}
-    leftovers = [
-        pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_mentions(pid, workdir)
-    ]
+    leftovers = leftover_processes(workdir)
     assert not leftovers, f"processes left behind: {leftovers}"
-
-
-def _cmdline_mentions(pid: str, path: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return False
-    return re.search(re.escape(str(path)), cmdline) is not None
