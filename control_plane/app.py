@@ -23,6 +23,7 @@ from control_plane.deps import Services
 from control_plane.intake import KeysInFlight, purge_expired_keys
 from control_plane.metrics import Metrics
 from control_plane.observability import RequestMiddleware
+from control_plane.planning_state import PlanningState
 from control_plane.problems import document_problems, install_problem_handlers
 from control_plane.routes import ROUTERS
 from control_plane.store import Store
@@ -69,6 +70,7 @@ def create_app(
         metrics=metrics,
         clock=clock,
         in_flight=KeysInFlight(),
+        planning=PlanningState(),
     )
     install_problem_handlers(app)
     for router in ROUTERS:

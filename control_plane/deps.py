@@ -26,6 +26,7 @@ from control_plane.config import Settings
 from control_plane.errors import Unauthorized
 from control_plane.intake import KeysInFlight
 from control_plane.metrics import Metrics
+from control_plane.planning_state import PlanningState
 from control_plane.store import Store
 
 
@@ -38,6 +39,7 @@ class Services:
     metrics: Metrics
     clock: Callable[[], float]
     in_flight: KeysInFlight
+    planning: PlanningState
 
 
 def services_of(request: Request) -> Services:
