@@ -5,6 +5,7 @@ A thin layer over :mod:`simulators.devices`; every command's docstring is its ``
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -223,7 +224,10 @@ def scenario(
     name: Annotated[str, typer.Argument(help="Scenario name (see the list below).")],
     seed: Annotated[int, typer.Option(help="Seed of the demand and the faults.")] = 7,
     kitchens: Annotated[
-        int | None, typer.Option(help="Number of kitchens (default 2).", min=1, max=20)
+        int | None,
+        typer.Option(
+            help="Number of kitchens (default 2; 4 with --compare-baseline).", min=1, max=20
+        ),
     ] = None,
     duration: Annotated[
         float | None,
@@ -236,6 +240,14 @@ def scenario(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep databases and logs here (default: a temp dir).")
     ] = None,
+    compare_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--compare-baseline",
+            help="rush only: simulate the day twice in simulated time (no processes), Brigade's"
+            " planning and backpressure vs a naive baseline, print both side by side.",
+        ),
+    ] = False,
 ) -> None:
     """Run a whole-day scenario with faults and an independent invariant check.
 
@@ -249,7 +261,18 @@ def scenario(
     Example, a 40-second partition with a report and charts:
 
         brigade-sim scenario partition --duration 40 --report partition.json
+
+    With --compare-baseline (rush only) it instead plays the seeded day twice in simulated time,
+    Brigade vs a naive nearest-kitchen dispatcher cooking to the ticket by the recipe
+    ("baseline") and the same cooking at once ("baseline_asap"), in a few seconds, and writes
+    {"brigade", "baseline", "baseline_asap"}.
+    Example:
+
+        brigade-sim scenario rush --compare-baseline --seed 1 --report rush.json
     """
+    if compare_baseline:
+        _compare_rush(name, seed=seed, kitchens=kitchens, report=report)
+        return
     from simulators.scenario_run import ScenarioSettings, run_scenario
     from simulators.scenarios import SCENARIOS
 
@@ -261,6 +284,22 @@ def scenario(
         )
     )
     raise typer.Exit(0 if result["verdict"]["passed"] else 1)
+
+
+def _compare_rush(name: str, *, seed: int, kitchens: int | None, report: Path | None) -> None:
+    from simulators.rush_compare import RushDay, compare, format_table
+
+    if name != "rush":
+        raise typer.BadParameter(f"--compare-baseline runs the rush scenario only, not {name!r}")
+    try:
+        day = RushDay() if kitchens is None else RushDay(kitchens=kitchens)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    result = compare(day, seed)
+    typer.echo(format_table(result))
+    if report is not None:
+        report.write_text(json.dumps(result, indent=2) + "\n")
+        typer.echo(f"report: {report}")
 
 
 def main() -> None:

@@ -40,7 +40,9 @@ class Signals:
 
     ``queue_work_s``: planned work not yet done; ``capacity_s``: what its healthy slots can do
     within ``horizon_s`` (slots x horizon); ``at_risk_fraction``: open orders with a negative
-    SLA margin; ``capacity_lost_fraction``: slots removed by failed/offline equipment;
+    SLA margin; ``open_orders``: how many orders that fraction is of (weights the fleet's
+    fraction, so one kitchen with its only order at risk does not read as a fleet at risk);
+    ``capacity_lost_fraction``: slots removed by failed/offline equipment;
     ``ingestion_lag_s``: age of the oldest unapplied agent event.
     """
 
@@ -50,6 +52,7 @@ class Signals:
     capacity_lost_fraction: float = 0.0
     ingestion_lag_s: float = 0.0
     horizon_s: float = 3600.0
+    open_orders: int = 0
 
     @property
     def load(self) -> float:
@@ -236,6 +239,7 @@ def kitchen_signals(
         capacity_lost_fraction=1.0 - healthy / nominal if nominal else 1.0,
         ingestion_lag_s=ingestion_lag_s,
         horizon_s=horizon_s,
+        open_orders=open_orders,
     )
 
 
@@ -250,13 +254,20 @@ def fleet_signals(kitchens: Mapping[str, Signals]) -> Signals:
         for s in scopes
         if s.capacity_lost_fraction < 1.0
     )
+    orders = sum(s.open_orders for s in scopes)
+    at_risk = (
+        sum(s.at_risk_fraction * s.open_orders for s in scopes) / orders
+        if orders
+        else sum(s.at_risk_fraction for s in scopes) / len(scopes)
+    )
     return Signals(
         queue_work_s=sum(s.queue_work_s for s in scopes),
         capacity_s=capacity,
-        at_risk_fraction=sum(s.at_risk_fraction for s in scopes) / len(scopes),
+        at_risk_fraction=at_risk,
         capacity_lost_fraction=1.0 - capacity / nominal if nominal else 1.0,
         ingestion_lag_s=max(s.ingestion_lag_s for s in scopes),
         horizon_s=scopes[0].horizon_s,
+        open_orders=orders,
     )
 
 

@@ -68,6 +68,22 @@ class Prediction:
 class SlaSettings:
     unreachable_after_s: float = 120.0
     clear_margin_s: float = 120.0
+    # Backpressure counts an order at risk only when it is more likely late than not, or its
+    # p90 margin is worse than this: plans are made just in time (p90 margin about zero), so a
+    # small drift of the learned p90 must not read as a fleet at risk and shed good orders.
+    risk_tolerance_s: float = 300.0
+
+
+def at_risk(prediction: Prediction, settings: SlaSettings = SlaSettings()) -> bool:
+    """Whether an order counts as *at risk* for backpressure (not for alerts: those fire as
+    soon as the margin is negative, to give operators the longest lead).
+
+    >>> from dataclasses import replace
+    >>> p = Prediction("o1", 100.0, 160.0, 200.0, -60.0, 0.2, "queue")
+    >>> at_risk(p), at_risk(replace(p, margin_s=-400.0)), at_risk(replace(p, miss_probability=0.6))
+    (False, True, True)
+    """
+    return prediction.miss_probability >= 0.5 or prediction.margin_s < -settings.risk_tolerance_s
 
 
 def predict(

@@ -49,9 +49,13 @@ def test_batches_never_exceed_their_unit_limit() -> None:
 
 
 def test_full_slots_push_the_next_task_earlier() -> None:
-    """With one fryer slot, the second order's fries start before the first order's."""
-    world = World((kitchen("k1", slots=(2, 1, 1)),), {**SKUS, "fries": _no_batch("fries")})
-    orders = [order(f"o{n}", ("fries", 1), promised_in_s=3600) for n in range(2)]
+    """With one stove slot, the second order's stew starts before the first order's.
+
+    (Not fries: with a 5-minute holding limit and one fryer, only one order's fries fit between
+    "fast cook still fresh" and "slow cook still on time"; the planner refuses the second.)
+    """
+    world = World((kitchen("k1", slots=(2, 1, 1)),), SKUS)
+    orders = [order(f"o{n}", ("stew", 1), promised_in_s=3600 * 2) for n in range(2)]
     plan = plan_batch(T0, orders, world)
     first, second = sorted(plan.tasks, key=lambda t: t.planned_start)
     assert second.planned_start == first.planned_finish
@@ -100,6 +104,19 @@ def test_fries_are_not_made_before_their_holding_limit_allows() -> None:
     (task,) = plan.tasks
     assert task.fresh_from == T0 + 3600 - 8 * 60
     assert task.predicted_ready_at >= task.fresh_from
+
+
+def test_a_fast_cook_is_still_fresh() -> None:
+    """The early side of the window holds for a cook as far below the p50 as the p90 is above:
+    fries that come out early must not wait past their holding limit."""
+    world = World((kitchen("k1"),), {**SKUS, "fries": _no_batch("fries")})
+    orders = [order(f"o{n}", ("fries", 1), transport_min=3) for n in range(2)]
+    plan = plan_batch(T0, orders, world)
+    assert plan.tasks  # one fryer slot: the second order's fries could only be made too early
+    for task in plan.tasks:
+        p50 = task.predicted_ready_at - task.planned_start
+        p90 = task.planned_finish - task.planned_start
+        assert task.planned_start + (p50 - (p90 - p50)) >= task.fresh_from
 
 
 def test_impossible_orders_are_rejected_with_the_deepest_reason() -> None:
