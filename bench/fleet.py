@@ -1,13 +1,15 @@
 """``fleet``: how many kitchen agents one control plane (2 cores) keeps syncing on time.
 
 Each simulated agent is a few bytes of state in one asyncio process: every ``SYNC_INTERVAL_S``
-(the edge agent's default, 2 s, with a random phase) it sends what a real agent sends: a
-heartbeat, renewals of the leases it holds, ``want_leases``, and its outbox events (a routine
-``readings.summary`` every sync; ``task.started`` and ``task.done`` for each lease it got). The
-control plane is a real ``brigade serve`` with every feature on (auth, dedupe by seq, leases,
-audit, group-committed durable writes). The fleet grows in steps; a step is sustained when the
-p99 sync latency, measured from when the sync was *due* (so a slow server cannot hide behind a
-slow client), stays within 200 ms with no errors other than 429/503.
+(the edge agent's default, 2 s, with a random phase), or less often when the control plane
+advises it (``next_sync_s``, honoured as the edge agent does; a 429/503 defers the next sync to
+its ``Retry-After``), it sends what a real agent sends: a heartbeat, renewals of the leases it
+holds, ``want_leases``, and its outbox events (a routine ``readings.summary`` every sync;
+``task.started`` and ``task.done`` for each lease it got). The control plane is a real
+``brigade serve`` with every feature on (auth, dedupe by seq, leases, audit, group-committed
+durable writes). The fleet grows in steps; a step is sustained when the p99 sync latency,
+measured from when the sync was *due* (so a slow server cannot hide behind a slow client), stays
+within 200 ms with no errors other than 429/503.
 
 Agents are enrolled straight into the store before the server starts (one transaction) instead
 of through ``POST /v1/agents/enroll``, which would take most of the benchmark's time.
@@ -60,6 +62,9 @@ class Agent:
     acked_seq: int = 0
     outbox: list[dict[str, Any]] = field(default_factory=list)
     leases: dict[str, int] = field(default_factory=dict)
+    #: Seconds between syncs: the agent's own interval, or longer when the control plane
+    #: advises it (``next_sync_s``), as the edge agent does.
+    interval_s: float = SYNC_INTERVAL_S
 
     def event(self, event_type: str, payload: dict[str, Any], now: float) -> None:
         self.outbox.append(
@@ -101,6 +106,7 @@ class Agent:
         return json.dumps(body).encode()
 
     def answer(self, body: dict[str, Any], now: float) -> None:
+        self.interval_s = max(SYNC_INTERVAL_S, float(body.get("next_sync_s") or 0.0))
         self.acked_seq = max(self.acked_seq, int(body["acked_seq"]))
         self.outbox = [e for e in self.outbox if e["seq"] > self.acked_seq]
         for task_id in body.get("lost_leases", []):
@@ -127,6 +133,8 @@ class Step:
     statuses: Counter[int] = field(default_factory=Counter)
     transport_errors: int = 0
     duration_s: float = 0.0
+    #: The sync interval each answered sync left its agent with (advised by the server).
+    intervals_s: list[float] = field(default_factory=list)
 
     def p(self, q: float) -> float:
         if not self.latencies_s:
@@ -144,14 +152,17 @@ class Step:
         return self.errors == 0 and self.p(0.99) <= P99_GOAL_MS
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float, bytes]:
+    """Status, ``Retry-After`` seconds (0 when absent) and body of one HTTP/1.1 answer."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = 0
+    length, retry_after = 0, 0.0
     for line in head.split(b"\r\n")[1:]:
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    return status, (await reader.readexactly(length)) if length else b""
+        elif line[:12].lower() == b"retry-after:" and line[12:].strip().isdigit():
+            retry_after = float(line[12:])
+    return status, retry_after, (await reader.readexactly(length)) if length else b""
 
 
 async def _run_step(host: str, port: int, agents: list[Agent], seconds: float) -> Step:
@@ -162,9 +173,13 @@ async def _run_step(host: str, port: int, agents: list[Agent], seconds: float) -
     started = time.monotonic()
     deadline = started + seconds
     rng = random.Random(len(agents))
+    # A step measures N agents in their steady state, each at a random phase of its cadence:
+    # those that synced in an earlier step keep the interval they were advised, the new ones
+    # take the fleet's current one (as if they had been running), not a burst in the first 2 s.
+    fleet_interval_s = max(agent.interval_s for agent in agents)
 
     async def one_agent(agent: Agent) -> None:
-        due = started + rng.uniform(0, SYNC_INTERVAL_S)
+        due = started + rng.uniform(0, agent.interval_s if agent.acked_seq else fleet_interval_s)
         while due < deadline:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             body = agent.request(time.time())
@@ -176,7 +191,7 @@ async def _run_step(host: str, port: int, agents: list[Agent], seconds: float) -
             reader, writer = await pool.get()
             try:
                 writer.write(head + body)
-                status, content = await _read_response(reader)
+                status, retry_after, content = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 step.transport_errors += 1
                 writer.close()
@@ -186,9 +201,13 @@ async def _run_step(host: str, port: int, agents: list[Agent], seconds: float) -
                 if status == 200:
                     step.latencies_s.append(time.monotonic() - due)
                     agent.answer(json.loads(content), time.time())
+                    step.intervals_s.append(agent.interval_s)
+                elif status in (429, 503):
+                    # Honoured as the edge agent does: not again before Retry-After, jittered.
+                    due += max(0.0, retry_after - agent.interval_s) * rng.uniform(1.0, 1.5)
             finally:
                 pool.put_nowait((reader, writer))
-            due += SYNC_INTERVAL_S
+            due += agent.interval_s
 
     await asyncio.gather(*(one_agent(agent) for agent in agents))
     step.duration_s = time.monotonic() - started
@@ -262,6 +281,7 @@ def run(*, seconds: float = 12.0, steps: tuple[int, ...] = STEPS) -> list[Result
                     "p50_ms": round(step.p(0.5), 2),
                     "statuses": {str(k): v for k, v in sorted(step.statuses.items())},
                     "transport_errors": step.transport_errors,
+                    "advised_interval_s_max": round(max(step.intervals_s, default=0.0), 2),
                 }
                 results.append(
                     Result(

@@ -13,6 +13,7 @@ separate so a fleet of agents syncing cannot starve order intake, nor operators'
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -59,12 +60,14 @@ def budgets_from(settings: Settings) -> dict[str, ClassBudget]:
         "read": settings.admission_read_limit,
         "write": settings.admission_write_limit,
     }
+    floor = {"intake": settings.admission_intake_min_limit}
     return {
         name: ClassBudget(
             initial=float(initial[name]),
-            min_limit=float(settings.admission_min_limit),
+            min_limit=float(floor.get(name, settings.admission_min_limit)),
             max_limit=float(settings.admission_max_limit),
             target_latency_s=settings.admission_target_latency_s,
+            tolerance=settings.admission_latency_tolerance,
         )
         for name in TRAFFIC_CLASSES
     }
@@ -133,8 +136,10 @@ class AdmissionMiddleware:
                 )
 
 
-async def _overloaded(send: Send, name: str, admission: Admission) -> None:
-    retry_after = max(1, admission.retry_after_s or 1)
+@functools.lru_cache(maxsize=256)
+def _refusal(name: str, retry_after: int) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of the ``503`` for a class and a Retry-After, built once: under
+    overload refusals are most of the traffic, and each must cost as little as possible."""
     body = encode_problem(
         problem_body(
             503,
@@ -144,15 +149,16 @@ async def _overloaded(send: Send, name: str, admission: Admission) -> None:
             extra={"traffic_class": name},
         )
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    return headers, body
+
+
+async def _overloaded(send: Send, name: str, admission: Admission) -> None:
+    headers, body = _refusal(name, max(1, admission.retry_after_s or 1))
+    # A copy of the list: middlewares outside append their own headers (x-request-id).
+    await send({"type": "http.response.start", "status": 503, "headers": list(headers)})
     await send({"type": "http.response.body", "body": body})

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.admission_middleware import AdmissionMiddleware, budgets_from
 from control_plane.config import Settings
+from control_plane.control_loop import ControlLoop
 from control_plane.deps import Services
 from control_plane.intake import KeysInFlight, purge_expired_keys
 from control_plane.metrics import Metrics
@@ -40,6 +41,10 @@ def create_app(
     """The app for ``settings``; the store is opened (and migrated) here, closed on shutdown."""
     the_store = store if store is not None else Store.open(settings.db_path)
     metrics = Metrics()
+    planning = PlanningState()
+    control_loop = ControlLoop(
+        store=the_store, settings=settings, metrics=metrics, planning=planning, clock=clock
+    )
 
     async def purge_keys_every_interval() -> None:
         """Forget idempotency answers past their retention, once per interval."""
@@ -50,12 +55,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         purger = asyncio.create_task(purge_keys_every_interval(), name="idempotency-purger")
+        control_loop.start()
         try:
             yield
         finally:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            await run_in_threadpool(control_loop.stop)
             the_store.close()
 
     app = FastAPI(
@@ -70,8 +77,9 @@ def create_app(
         metrics=metrics,
         clock=clock,
         in_flight=KeysInFlight(),
-        planning=PlanningState(),
+        planning=planning,
     )
+    app.state.control_loop = control_loop
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -41,9 +41,14 @@ HASHED_FIELDS = (
 )
 
 
+#: Built once: ``json.dumps`` with these options builds a new encoder on every call, a third of
+#: its cost for a small record (and a sync applying a catch-up batch encodes thousands).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: the same value always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
@@ -104,6 +109,100 @@ def append(
         record_hash=record_hash(prev_hash, record),
     )
     return seq
+
+
+class Batch:
+    """Many records appended by one unit of work, written with one statement by :meth:`flush`.
+
+    The same chain as :func:`append` record by record (same seqs, same hashes), for a unit of
+    work that appends hundreds (a sync applying a catch-up batch of agent events): the chain's
+    head is read once, each record's canonical JSON is built once, and the rows are inserted
+    with one ``executemany``. Nothing else may append to the chain between the first
+    :meth:`append` and :meth:`flush`.
+
+    >>> batch = Batch(tx)                                  # doctest: +SKIP
+    >>> batch.append(at=now, actor_type="agent", ...)      # doctest: +SKIP
+    >>> batch.flush()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, tx: Writer) -> None:
+        self._tx = tx
+        self._head: tuple[int, str] | None = None
+        self._rows: list[tuple[object, ...]] = []
+
+    def append(
+        self,
+        *,
+        at: float,
+        actor_type: str,
+        actor_id: str,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        order_id: str | None = None,
+        kitchen_id: str | None = None,
+        station_id: str | None = None,
+        device_id: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Queue one record (see :func:`append`); returns its ``seq``."""
+        if self._head is None:
+            last = self._tx.last_audit()
+            self._head = (0, GENESIS_HASH) if last is None else (int(last["seq"]), last["hash"])
+        last_seq, prev_hash = self._head
+        seq = last_seq + 1
+        details_json = canonical_json(dict(details or {}))
+        # The record's canonical JSON with the details spliced in, instead of encoding them a
+        # second time: keys are sorted, so the first '"details":null' is the key itself (a
+        # string value containing it would have its quotes escaped).
+        shell = canonical_json(
+            {
+                "seq": seq,
+                "at": at,
+                "actor_type": actor_type,
+                "actor_id": actor_id,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "order_id": order_id,
+                "kitchen_id": kitchen_id,
+                "station_id": station_id,
+                "device_id": device_id,
+                "reason": reason,
+                "details": None,
+            }
+        )
+        text = shell.replace('"details":null', '"details":' + details_json, 1)
+        record_hash_ = hashlib.sha256((prev_hash + text).encode()).hexdigest()
+        self._rows.append(
+            (
+                seq,
+                at,
+                actor_type,
+                actor_id,
+                action,
+                subject_type,
+                subject_id,
+                order_id,
+                kitchen_id,
+                station_id,
+                device_id,
+                reason,
+                details_json,
+                prev_hash,
+                record_hash_,
+            )
+        )
+        self._head = (seq, record_hash_)
+        return seq
+
+    def flush(self) -> None:
+        """Write the queued records; later appends (by anyone) continue the chain."""
+        if self._rows:
+            self._tx.insert_audit_rows(rows=self._rows)
+        self._rows = []
+        self._head = None
 
 
 def _row_record(row: sqlite3.Row) -> dict[str, Any]:

@@ -138,6 +138,7 @@ def create_sku(store: Store, sku: SkuCreate, *, now: float, actor: str) -> dict[
             hold=sku.hold,
             created_at=now,
         )
+        _set_planning(tx, sku.id, sku)
         audit.append(
             tx,
             at=now,
@@ -146,7 +147,12 @@ def create_sku(store: Store, sku: SkuCreate, *, now: float, actor: str) -> dict[
             action="sku.created",
             subject_type="sku",
             subject_id=sku.id,
-            details={"station_id": sku.station_id, "steps": len(steps)},
+            details={
+                "station_id": sku.station_id,
+                "steps": len(steps),
+                "ingredients": [use.model_dump() for use in sku.ingredients],
+                "max_batch_units": sku.max_batch_units,
+            },
         )
         row = tx.sku(sku.id)
         assert row is not None
@@ -372,13 +378,19 @@ def update_sku(
             priority=sku.priority,
             hold=sku.hold,
         )
+        _set_planning(tx, sku_id, sku)
         _audit_operator(
             tx,
             now=now,
             actor=actor,
             action="sku.updated",
             subject=("sku", sku_id),
-            details={"steps": len(steps), "freshness_window_min": sku.freshness_window_min},
+            details={
+                "steps": len(steps),
+                "freshness_window_min": sku.freshness_window_min,
+                "ingredients": [use.model_dump() for use in sku.ingredients],
+                "max_batch_units": sku.max_batch_units,
+            },
         )
         updated = tx.sku(sku_id)
         assert updated is not None
@@ -403,7 +415,21 @@ def sku_view(row: sqlite3.Row) -> dict[str, Any]:
         "freshness_window_min": row["freshness_window_min"],
         "priority": row["priority"],
         "hold": row["hold"],
+        "ingredients": [
+            {"ingredient": ingredient, "per_unit": per_unit}
+            for ingredient, per_unit in json.loads(row["ingredients_json"])
+        ],
+        "max_batch_units": row["max_batch_units"],
     }
+
+
+def _set_planning(tx: Writer, sku_id: str, sku: SkuCreate | SkuUpdate) -> None:
+    ingredients = [[use.ingredient, use.per_unit] for use in sku.ingredients]
+    tx.set_sku_planning(
+        sku_id=sku_id,
+        ingredients_json=json.dumps(ingredients, separators=(",", ":")),
+        max_batch_units=sku.max_batch_units,
+    )
 
 
 def stats(reader: Reader) -> dict[str, Any]:

@@ -16,6 +16,7 @@
     ├── Unprocessable                422 well-formed but semantically refused
     │   ├── IdempotencyKeyReuse      422 same key, different body
     │   └── OrderRejected            422 the order cannot be made in time (``reason`` says why)
+    ├── OrdersShed                   429 backpressure sheds new orders (``Retry-After``)
     └── StoreError                   500 the SQLite store failed (translated at the seam)
 
 ``slug`` is the last segment of the problem ``type`` URI
@@ -99,6 +100,14 @@ class IdempotencyKeyReuse(Unprocessable):
 
 class OrderRejected(Unprocessable):
     slug, title = "order-rejected", "Order rejected"
+
+
+class OrdersShed(BrigadeError):
+    status, slug, title = 429, "orders-shed", "Not taking new orders now"
+
+    def __init__(self, detail: str, *, reason: str, retry_after_s: int) -> None:
+        super().__init__(detail, reason=reason)
+        self.retry_after_s = retry_after_s
 
 
 class StoreError(BrigadeError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from typing import Any
 
 from control_plane import audit
@@ -175,3 +176,65 @@ def accept_gap(
         updated = tx.agent(agent_id)
         assert updated is not None
         return agent_view(updated, now=now, unreachable_after_s=unreachable_after_s)
+
+
+# -- sync pacing: a large fleet is asked to sync less often, so its load stays within budget
+
+#: Agents count as active for pacing while they synced within this many seconds.
+PACING_WINDOW_S = 60.0
+
+
+def advised_sync_interval(
+    active_agents: int, *, budget_per_s: float, floor_s: float, cap_s: float
+) -> float | None:
+    """Seconds between one agent's syncs that keep ``active_agents`` within ``budget_per_s``
+    syncs a second; ``None`` while the agents' own interval (``floor_s``) already does.
+
+    >>> advised_sync_interval(300, budget_per_s=200, floor_s=2.0, cap_s=30.0) is None
+    True
+    >>> advised_sync_interval(2000, budget_per_s=200, floor_s=2.0, cap_s=30.0)
+    10.0
+    >>> advised_sync_interval(100_000, budget_per_s=200, floor_s=2.0, cap_s=30.0)
+    30.0
+    """
+    interval = active_agents / budget_per_s
+    if interval <= floor_s:
+        return None
+    return min(interval, cap_s)
+
+
+class SyncPacer:
+    """Counts the agents syncing lately and advises each the interval that spreads their syncs
+    over the budget (:func:`advised_sync_interval`). In memory, per process: after a restart it
+    advises nothing until the fleet has been seen again, which only means agents sync at their
+    own interval meanwhile. Thread-safe (sync requests run in a thread pool).
+    """
+
+    def __init__(
+        self,
+        *,
+        budget_per_s: float,
+        floor_s: float = 2.0,
+        cap_s: float = 30.0,
+        window_s: float = PACING_WINDOW_S,
+    ) -> None:
+        self._budget_per_s = budget_per_s
+        self._floor_s = floor_s
+        self._cap_s = cap_s
+        self._window_s = window_s
+        self._last_seen: dict[str, float] = {}
+        self._pruned_at = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, agent_id: str, *, now: float) -> float | None:
+        """Record a sync of ``agent_id`` at ``now`` (monotonic seconds); the advised interval."""
+        with self._lock:
+            self._last_seen[agent_id] = now
+            if now - self._pruned_at >= self._window_s / 4:
+                horizon = now - self._window_s
+                self._last_seen = {a: t for a, t in self._last_seen.items() if t >= horizon}
+                self._pruned_at = now
+            active = len(self._last_seen)
+        return advised_sync_interval(
+            active, budget_per_s=self._budget_per_s, floor_s=self._floor_s, cap_s=self._cap_s
+        )

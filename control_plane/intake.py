@@ -20,31 +20,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from control_plane import audit
-from control_plane.audit import canonical_json
+from control_plane import audit, stock
+from control_plane.audit import canonical_json, iso
 from control_plane.config import Settings
 from control_plane.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReuse,
     OrderRejected,
+    OrdersShed,
 )
 from control_plane.orders import order_view
-from control_plane.planning.planner import (
-    KitchenLoad,
+from control_plane.planning.backpressure import GLOBAL, admit_order
+from control_plane.planning.planner import PlannerSettings, plan_batch
+from control_plane.planning.prep_times import PrepTimeModel
+from control_plane.planning.world import (
+    PRIORITY_RANK,
+    BatchPlan,
+    Booking,
+    EquipmentUnit,
+    KitchenSpec,
+    OrderPlan,
     OrderRequest,
-    Plan,
-    Rejection,
     SkuSpec,
-    StationLoad,
-    plan_order,
+    StationSpec,
+    TaskPlan,
+    World,
 )
+from control_plane.planning_state import PlanningState
 from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, error_problem
 from control_plane.queries import Reader
 from control_plane.schemas import OrderCreate
@@ -67,6 +78,9 @@ class IntakeAnswer:
     body: bytes
     outcome: str  # accepted | rejected | replayed
     reason: str | None = None
+    headers: Mapping[str, str] | None = None
+    #: Whether the answer is kept under the key for replays (not a 429: retrying must work).
+    stored: bool = True
 
 
 class KeysInFlight:
@@ -139,29 +153,42 @@ def submit_order(
     actor: str,
     settings: Settings,
     in_flight: KeysInFlight,
+    planning: PlanningState | None = None,
 ) -> IntakeAnswer:
-    """Accept, reject or replay one order request (see the module docstring)."""
+    """Accept, reject or replay one order request (see the module docstring).
+
+    ``planning`` holds the control loop's backpressure decisions and prep-time model (none
+    given: every scope normal, recipe durations)."""
+    planning = planning if planning is not None else PlanningState()
     with in_flight.hold(key):
         with store.read() as reader:
             replay = stored_answer(reader, key=key, body_hash=body_hash, now=now, settings=settings)
         if replay is not None:
             return replay
-        with store.write() as tx:
+
+        def decide(tx: Writer) -> IntakeAnswer:
             # Checked again under the write lock: another process may have answered meanwhile.
             replay = stored_answer(tx, key=key, body_hash=body_hash, now=now, settings=settings)
             if replay is not None:
                 return replay
             tx.delete_idempotency_key(key=key)  # an expired answer or an old claim
-            answer = _plan_and_record(tx, order, key=key, now=now, actor=actor)
-            tx.insert_idempotency_answer(
-                key=key,
-                request_hash=body_hash,
-                response_status=answer.status,
-                response_media_type=answer.media_type,
-                response_body=answer.body,
-                created_at=now,
+            answer = _plan_and_record(
+                tx, order, key=key, now=now, actor=actor, settings=settings, planning=planning
             )
-        return answer
+            if answer.stored:
+                tx.insert_idempotency_answer(
+                    key=key,
+                    request_hash=body_hash,
+                    response_status=answer.status,
+                    response_media_type=answer.media_type,
+                    response_body=answer.body,
+                    created_at=now,
+                )
+            return answer
+
+        # Group-committed with concurrent intakes: one fsync per batch, and no answer before
+        # the batch that holds this order (and its answer under the key) is on disk.
+        return store.submit(decide)
 
 
 def purge_expired_keys(store: Store, *, now: float, settings: Settings) -> int:
@@ -170,95 +197,432 @@ def purge_expired_keys(store: Store, *, now: float, settings: Settings) -> int:
         return tx.purge_idempotency_keys(created_before=now - settings.idempotency_retention_s)
 
 
-def _kitchen_loads(reader: Reader) -> list[KitchenLoad]:
-    open_work = {
-        (row["kitchen_id"], row["station_id"]): float(row["open_work_s"])
-        for row in reader.station_open_work()
-    }
-    stations: dict[str, list[StationLoad]] = {}
-    for row in reader.stations():
-        stations.setdefault(row["kitchen_id"], []).append(
-            StationLoad(
-                station_id=row["id"],
-                slots=int(row["slots"]),
-                open_work_s=open_work.get((row["kitchen_id"], row["id"]), 0.0),
+# --- planning at intake ------------------------------------------------------------------------
+
+#: Planner reasons shown under the code intake has always used for them (codes are stable API).
+_STABLE_REASONS = {"kitchen_unavailable": "sku_not_offered", "stock_insufficient": "out_of_stock"}
+#: Equipment that measures rather than cooks gives no capacity, so its health does not count.
+_NOT_CAPACITY = frozenset({"probe"})
+#: How many of the least loaded able kitchens are planned at first (all of them if none fits).
+_FIRST_CANDIDATES = 2
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """What intake read of the SKUs an order names."""
+
+    specs: dict[str, SkuSpec]
+    unknown: list[str]
+
+
+def _sku_specs(reader: Reader, sku_ids: Iterable[str]) -> _Catalogue:
+    specs: dict[str, SkuSpec] = {}
+    unknown: list[str] = []
+    for sku_id in sorted(set(sku_ids)):
+        row = reader.sku(sku_id)
+        if row is None:
+            unknown.append(sku_id)
+            continue
+        steps = json.loads(row["recipe_steps_json"])
+        specs[sku_id] = SkuSpec(
+            sku_id=sku_id,
+            station_id=row["station_id"],
+            duration_s=float(row["total_duration_s"]),
+            freshness_window_min=float(row["freshness_window_min"]),
+            priority=str(row["priority"]),
+            equipment_kinds=frozenset(
+                str(step["equipment_kind"])
+                for step in steps
+                if step.get("equipment_kind") and not step.get("manual")
+            ),
+            max_batch_units=int(row["max_batch_units"]),
+            ingredients=tuple(
+                (str(ingredient), float(per_unit))
+                for ingredient, per_unit in json.loads(row["ingredients_json"])
+            ),
+        )
+    return _Catalogue(specs, unknown)
+
+
+def _worst_priority(order: OrderCreate, specs: Mapping[str, SkuSpec]) -> str:
+    """The order's priority class, or the lowest of its SKUs' if lower (backpressure input)."""
+    classes = [order.priority, *(spec.priority for spec in specs.values())]
+    return max(classes, key=lambda p: PRIORITY_RANK.get(p, 1))
+
+
+def _layers(intervals: Iterable[tuple[float, float, int]]) -> list[tuple[float, float]]:
+    """The fewest single-slot intervals with the same concurrency over time as ``intervals``
+    (``(start, end, count)``): what the planner's slot timelines see is unchanged, but a busy
+    station's thousands of tasks become one interval per slot level.
+
+    >>> _layers([(0.0, 10.0, 2), (10.0, 20.0, 2), (5.0, 15.0, 1)])
+    [(5.0, 15.0), (0.0, 20.0), (0.0, 20.0)]
+    """
+    deltas: dict[float, int] = {}
+    for start, end, count in intervals:
+        if end > start:
+            deltas[start] = deltas.get(start, 0) + count
+            deltas[end] = deltas.get(end, 0) - count
+    out: list[tuple[float, float]] = []
+    open_since: list[float] = []  # open_since[j]: when level j + 1 became occupied
+    for at in sorted(deltas):
+        level = len(open_since) + deltas[at]
+        while len(open_since) > level:
+            out.append((open_since.pop(), at))
+        while len(open_since) < level:
+            open_since.append(at)
+    return out
+
+
+def _kitchen_specs(
+    tx: Reader,
+    *,
+    kitchen_rows: Iterable[Any],
+    station_rows: Iterable[Any],
+    catalogue: _Catalogue,
+    paused_by_backpressure: set[str],
+) -> list[KitchenSpec]:
+    """Every kitchen as the planner sees it: a kitchen backpressure pauses counts as paused;
+    equipment health (``None``: none registered); tracked stock (``None``: nothing tracked)."""
+    needed_ingredients = {i for spec in catalogue.specs.values() for i, _ in spec.ingredients}
+    stations: dict[str, list[StationSpec]] = {}
+    for row in station_rows:
+        stations.setdefault(row["kitchen_id"], []).append(StationSpec(row["id"], int(row["slots"])))
+    equipment: dict[str, list[EquipmentUnit]] = {}
+    for row in tx.planning_equipment():
+        if row["kind"] not in _NOT_CAPACITY:
+            equipment.setdefault(row["kitchen_id"], []).append(
+                EquipmentUnit(row["id"], row["kind"], row["station_id"], row["health"])
+            )
+    stock: dict[str, dict[str, float]] = {}
+    for row in tx.kitchen_stock() if needed_ingredients else ():
+        stock.setdefault(row["kitchen_id"], {})[row["ingredient"]] = float(row["quantity"])
+    kitchens: list[KitchenSpec] = []
+    for row in kitchen_rows:
+        kitchen_id = str(row["id"])
+        status = str(row["status"])
+        if status == "active" and kitchen_id in paused_by_backpressure:
+            status = "paused"
+        tracked = stock.get(kitchen_id)
+        if tracked is not None:
+            # An ingredient the kitchen does not track is not limited there.
+            tracked = {i: tracked.get(i, math.inf) for i in needed_ingredients} | tracked
+        units = equipment.get(kitchen_id)
+        kitchens.append(
+            KitchenSpec(
+                kitchen_id,
+                status,
+                tuple(stations.get(kitchen_id, ())),
+                equipment=tuple(units) if units else None,
+                stock=tracked,
             )
         )
-    return [
-        KitchenLoad(row["id"], row["status"], tuple(stations.get(row["id"], ())))
-        for row in reader.kitchens()
-    ]
+    return kitchens
 
 
-def _sku_specs(reader: Reader, sku_ids: set[str]) -> dict[str, SkuSpec]:
-    specs = {}
-    for sku_id in sorted(sku_ids):
-        row = reader.sku(sku_id)
-        if row is not None:
-            specs[sku_id] = SkuSpec(
-                sku_id=sku_id,
-                station_id=row["station_id"],
-                duration_s=float(row["total_duration_s"]),
-                freshness_window_min=float(row["freshness_window_min"]),
+def _world(
+    tx: Reader,
+    kitchens: Sequence[KitchenSpec],
+    *,
+    now: float,
+    order: OrderCreate,
+    catalogue: _Catalogue,
+    prep: PrepTimeModel,
+) -> World:
+    """``kitchens`` with the slot intervals already booked where this order's tasks could go:
+    their active kitchens, the stations it needs, from the earliest start its freshness allows
+    to its latest ready time (so the cost follows the order's window, not the whole queue)."""
+    specs = catalogue.specs
+    needed_stations = {spec.station_id for spec in specs.values()}
+    promised_by = order.promised_by_ts
+    longest_s = max(
+        (
+            prep.estimate(k.kitchen_id, spec.sku_id, nominal_s=spec.duration_s).p90_s
+            for k in kitchens
+            if k.status == "active"
+            for spec in specs.values()
+        ),
+        default=0.0,
+    )
+    freshest_s = max((spec.freshness_window_min * 60.0 for spec in specs.values()), default=0.0)
+    after = max(now, promised_by - freshest_s - longest_s)
+    before = promised_by - order.transport_min * 60.0
+    bookings: list[Booking] = []
+    for kitchen in kitchens:
+        if kitchen.status != "active":
+            continue
+        for station in kitchen.stations:
+            if station.station_id not in needed_stations:
+                continue
+            rows = tx.booked_intervals(
+                kitchen_id=kitchen.kitchen_id,
+                station_id=station.station_id,
+                after=after,
+                before=before,
             )
-    return specs
+            intervals = [
+                (float(r["start_after"]), float(r["planned_finish"]), int(r["n"])) for r in rows
+            ]
+            bookings.extend(
+                Booking(kitchen.kitchen_id, station.station_id, start, end)
+                for start, end in _layers(intervals)
+            )
+    return World(tuple(kitchens), specs, tuple(bookings), prep)
 
 
-def _plan_and_record(
-    tx: Writer, order: OrderCreate, *, key: str, now: float, actor: str
+def _plan(
+    tx: Reader,
+    request: OrderRequest,
+    kitchens: list[KitchenSpec],
+    *,
+    now: float,
+    order: OrderCreate,
+    catalogue: _Catalogue,
+    prep: PrepTimeModel,
+    settings: PlannerSettings,
+) -> BatchPlan:
+    """Plan at the least loaded kitchens that can make the order first; only if none of them
+    can is every kitchen tried (which also gives the reason when nobody can). Reading the
+    bookings of a few kitchens instead of all keeps intake cheap in a large fleet."""
+    needed = {spec.station_id for spec in catalogue.specs.values()}
+    able = [
+        k for k in kitchens if k.status == "active" and needed <= {s.station_id for s in k.stations}
+    ]
+    if len(able) > _FIRST_CANDIDATES:
+        open_work: dict[str, float] = {}
+        for row in tx.station_open_work():
+            if row["station_id"] in needed:
+                open_work[row["kitchen_id"]] = open_work.get(row["kitchen_id"], 0.0) + float(
+                    row["open_work_s"]
+                )
+
+        def load(k: KitchenSpec) -> tuple[float, str]:
+            slots = sum(s.slots for s in k.stations if s.station_id in needed)
+            return (open_work.get(k.kitchen_id, 0.0) / max(slots, 1), k.kitchen_id)
+
+        first = sorted(able, key=load)[:_FIRST_CANDIDATES]
+        world = _world(tx, first, now=now, order=order, catalogue=catalogue, prep=prep)
+        batch = plan_batch(now, [request], world, settings)
+        if not batch.rejections:
+            return batch
+    world = _world(tx, kitchens, now=now, order=order, catalogue=catalogue, prep=prep)
+    return plan_batch(now, [request], world, settings)
+
+
+def _reject(
+    tx: Writer,
+    order: OrderCreate,
+    *,
+    order_id: str,
+    key: str,
+    now: float,
+    actor: str,
+    reason: str,
+    detail: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> IntakeAnswer:
-    request = OrderRequest(
-        items=tuple((item.sku_id, item.quantity) for item in order.items),
-        promised_by=order.promised_by_ts,
-        transport_min=order.transport_min,
+    """Record the order as rejected (audited) and answer 422 ``order-rejected``."""
+    _insert_order(tx, order, order_id=order_id, key=key, now=now, status="rejected", reason=reason)
+    audit.append(
+        tx,
+        at=now,
+        actor_type="operator",
+        actor_id=actor,
+        action="order.rejected",
+        subject_type="order",
+        subject_id=order_id,
+        order_id=order_id,
+        reason=reason,
+        details={"detail": detail, "idempotency_key": key, **(extra or {})},
     )
-    decision = plan_order(
-        now, request, _kitchen_loads(tx), _sku_specs(tx, {i.sku_id for i in order.items})
-    )
-    order_id = "ord-" + uuid.uuid4().hex
-    plan = decision if isinstance(decision, Plan) else None
+    error = OrderRejected(detail, reason=reason)
+    body = error_problem(error) | {"order_id": order_id, **(extra or {})}
+    return IntakeAnswer(422, PROBLEM_MEDIA_TYPE, encode_problem(body), "rejected", reason)
+
+
+def _insert_order(
+    tx: Writer,
+    order: OrderCreate,
+    *,
+    order_id: str,
+    key: str,
+    now: float,
+    status: str,
+    reason: str | None = None,
+    kitchen_id: str | None = None,
+    predicted_ready_at: float | None = None,
+) -> None:
     tx.insert_order(
         order_id=order_id,
         idempotency_key=key,
-        status="planned" if plan else "rejected",
-        reason=decision.reason if isinstance(decision, Rejection) else None,
-        kitchen_id=plan.kitchen_id if plan else None,
-        promised_by=request.promised_by,
+        status=status,
+        reason=reason,
+        kitchen_id=kitchen_id,
+        promised_by=order.promised_by_ts,
         destination=order.destination,
         transport_min=order.transport_min,
         priority=order.priority,
-        predicted_ready_at=plan.predicted_ready_at if plan else None,
+        predicted_ready_at=predicted_ready_at,
         created_at=now,
     )
     for line, item in enumerate(order.items):
         tx.insert_order_item(
             order_id=order_id, line=line, sku_id=item.sku_id, quantity=item.quantity
         )
-    if isinstance(decision, Rejection):
-        audit.append(
-            tx,
-            at=now,
-            actor_type="operator",
-            actor_id=actor,
-            action="order.rejected",
-            subject_type="order",
-            subject_id=order_id,
-            order_id=order_id,
-            reason=decision.reason,
-            details={"detail": decision.detail, "idempotency_key": key},
+
+
+def _plan_and_record(
+    tx: Writer,
+    order: OrderCreate,
+    *,
+    key: str,
+    now: float,
+    actor: str,
+    settings: Settings,
+    planning: PlanningState,
+) -> IntakeAnswer:
+    """Check, admit, plan, reserve and record one order (fail fast, SPEC guarantee 2)."""
+    order_id = "ord-" + uuid.uuid4().hex
+    catalogue = _sku_specs(tx, (item.sku_id for item in order.items))
+    rejected = partial(_reject, tx, order, order_id=order_id, key=key, now=now, actor=actor)
+    if catalogue.unknown:
+        return rejected(
+            reason="sku_unknown", detail=f"unknown SKU(s): {', '.join(catalogue.unknown)}"
         )
-        error = OrderRejected(decision.detail, reason=decision.reason)
-        body = error_problem(error) | {"order_id": order_id}
-        return IntakeAnswer(422, PROBLEM_MEDIA_TYPE, encode_problem(body), "rejected", error.reason)
-    _record_plan(tx, decision, order_id=order_id, key=key, now=now, actor=actor)
+    for item in order.items:
+        window = catalogue.specs[item.sku_id].freshness_window_min
+        if order.transport_min > window:
+            return rejected(
+                reason="freshness_infeasible",
+                detail=f"transport of {order.transport_min:g} min exceeds the {window:g} min"
+                f" freshness window of {item.sku_id}",
+            )
+    needed = {spec.station_id for spec in catalogue.specs.values()}
+    kitchen_rows, station_rows = tx.kitchens(), tx.stations()
+    offered: dict[str, set[str]] = {}
+    for row in station_rows:
+        offered.setdefault(row["kitchen_id"], set()).add(row["id"])
+    candidates = [
+        str(row["id"])
+        for row in kitchen_rows
+        if row["status"] == "active" and needed <= offered.get(str(row["id"]), set())
+    ]
+    decisions = planning.decisions_for(candidates)
+    verdict = admit_order(_worst_priority(order, catalogue.specs), decisions)
+    if verdict.status == 429:
+        # Not recorded and not stored under the key: a retry later is a new attempt.
+        assert verdict.reason is not None and verdict.retry_after_s is not None
+        shed = OrdersShed(
+            f"not taking new orders now ({verdict.why}); retry after {verdict.retry_after_s} s",
+            reason=verdict.reason,
+            retry_after_s=verdict.retry_after_s,
+        )
+        return IntakeAnswer(
+            429,
+            PROBLEM_MEDIA_TYPE,
+            encode_problem(error_problem(shed)),
+            "rejected",
+            verdict.reason,
+            headers={"Retry-After": str(verdict.retry_after_s)},
+            stored=False,
+        )
+    if not verdict.accept:
+        assert verdict.reason is not None
+        offered_at = order.promised_by_ts + verdict.offered_promise_delay_s
+        return rejected(
+            reason=verdict.reason,
+            detail=f"low-priority orders are refused while the kitchens catch up ({verdict.why});"
+            " a later promise may be accepted",
+            extra={"offered_promised_by": iso(offered_at)},
+        )
+    paused = {d.scope for d in decisions if d.scope != GLOBAL and not d.actions.accept_new_work}
+    kitchens = _kitchen_specs(
+        tx,
+        kitchen_rows=kitchen_rows,
+        station_rows=station_rows,
+        catalogue=catalogue,
+        paused_by_backpressure=paused,
+    )
+    request = OrderRequest(
+        items=tuple((item.sku_id, item.quantity) for item in order.items),
+        promised_by=order.promised_by_ts,
+        transport_min=order.transport_min,
+        order_id=order_id,
+        priority=order.priority,
+    )
+    batch = _plan(
+        tx,
+        request,
+        kitchens,
+        now=now,
+        order=order,
+        catalogue=catalogue,
+        prep=planning.prep_model(),
+        settings=PlannerSettings(asap=settings.planning_mode == "asap"),
+    )
+    if batch.rejections:
+        _, rejection = batch.rejections[0]
+        reason = _STABLE_REASONS.get(rejection.reason, rejection.reason)
+        return rejected(reason=reason, detail=rejection.detail)
+    plan = batch.orders[0]
+    task_ids = {task.task_key: "task-" + uuid.uuid4().hex for task in batch.tasks}
+    needs = {
+        task_ids[task.task_key]: _task_needs(task, catalogue.specs[task.sku_id])
+        for task in batch.tasks
+    }
+    insert = partial(
+        _insert_order,
+        tx,
+        order,
+        order_id=order_id,
+        key=key,
+        now=now,
+        status="planned",
+        kitchen_id=plan.kitchen_id,
+        predicted_ready_at=plan.predicted_ready_at,
+    )
+    taken: list[str] = []
+    try:
+        if any(needs.values()):
+            # The order row and its stock go together: if any ingredient is short, neither
+            # stays.
+            with tx.savepoint():
+                insert()
+                taken = stock.reserve(
+                    tx, order_id=order_id, kitchen_id=plan.kitchen_id, task_needs=needs, now=now
+                )
+        else:
+            insert()
+    except stock.OutOfStock as short:
+        # The planner saw the same stock in this transaction, so this is the last line of
+        # defence (e.g. a store shared with a process that does not take the write lock).
+        return rejected(
+            reason="out_of_stock",
+            detail=f"not enough {', '.join(short.ingredients)} left at {plan.kitchen_id}",
+        )
+    _record_plan(tx, batch.tasks, task_ids, plan, order_id=order_id, key=key, now=now, actor=actor)
+    stock.raise_low_stock_alerts(tx, kitchen_id=plan.kitchen_id, ingredients=taken, now=now)
     order_row = tx.order(order_id)
     assert order_row is not None
     body_bytes = json.dumps(order_view(tx, order_row), separators=(",", ":")).encode()
     return IntakeAnswer(201, JSON_MEDIA_TYPE, body_bytes, "accepted")
 
 
+def _task_needs(task: TaskPlan, sku: SkuSpec) -> dict[str, float]:
+    units = sum(line.quantity for line in task.lines)
+    return {ingredient: per_unit * units for ingredient, per_unit in sku.ingredients}
+
+
 def _record_plan(
-    tx: Writer, plan: Plan, *, order_id: str, key: str, now: float, actor: str
+    tx: Writer,
+    tasks: Iterable[TaskPlan],
+    task_ids: Mapping[str, str],
+    plan: OrderPlan,
+    *,
+    order_id: str,
+    key: str,
+    now: float,
+    actor: str,
 ) -> None:
     audit.append(
         tx,
@@ -270,18 +634,24 @@ def _record_plan(
         subject_id=order_id,
         order_id=order_id,
         kitchen_id=plan.kitchen_id,
-        details={"predicted_ready_at": plan.predicted_ready_at, "idempotency_key": key},
+        details={
+            "predicted_ready_at": plan.predicted_ready_at,
+            "idempotency_key": key,
+            "ingredients": dict(plan.reservations),
+        },
     )
-    for task in plan.tasks:
-        task_id = "task-" + uuid.uuid4().hex
-        tx.insert_task(
+    for task in tasks:
+        task_id = task_ids[task.task_key]
+        duration_s = task.predicted_ready_at - task.planned_start
+        tx.insert_planned_task(
             task_id=task_id,
-            kitchen_id=plan.kitchen_id,
+            kitchen_id=task.kitchen_id,
             station_id=task.station_id,
             sku_id=task.sku_id,
             quantity=task.quantity,
-            duration_s=task.duration_s,
-            start_after=task.start_after,
+            duration_s=duration_s,
+            start_after=task.planned_start,
+            planned_finish=task.planned_finish,
             finish_by=task.finish_by,
             predicted_ready_at=task.predicted_ready_at,
             created_at=now,
@@ -296,13 +666,15 @@ def _record_plan(
             subject_type="task",
             subject_id=task_id,
             order_id=order_id,
-            kitchen_id=plan.kitchen_id,
+            kitchen_id=task.kitchen_id,
             station_id=task.station_id,
             details={
                 "sku_id": task.sku_id,
                 "quantity": task.quantity,
-                "start_after": task.start_after,
+                "start_after": task.planned_start,
+                "planned_finish": task.planned_finish,
                 "finish_by": task.finish_by,
                 "predicted_ready_at": task.predicted_ready_at,
+                "slot": task.slot,
             },
         )

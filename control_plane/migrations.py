@@ -180,4 +180,60 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE agents ADD COLUMN unrecoverable_detected_at REAL;
         """,
     ),
+    (
+        # Intake plans with the planner: what SKUs use (ingredients per unit, batch size), each
+        # task's reserved slot interval (start_after .. planned_finish, the p90), kitchen stock
+        # and the reservations of each order (released exactly once on cancellation).
+        "0006_stock_and_intake_planning",
+        """
+        ALTER TABLE skus ADD COLUMN ingredients_json TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE skus ADD COLUMN max_batch_units INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE prep_tasks ADD COLUMN planned_finish REAL;
+        UPDATE prep_tasks SET planned_finish = MAX(predicted_ready_at, start_after + duration_s);
+        CREATE INDEX tasks_booked_by_station
+            ON prep_tasks (kitchen_id, station_id, planned_finish, start_after)
+            WHERE state IN ('planned', 'leased', 'started');
+        CREATE TRIGGER planned_finish_follows_start AFTER UPDATE OF start_after ON prep_tasks
+            WHEN NEW.planned_finish IS OLD.planned_finish
+        BEGIN
+            UPDATE prep_tasks SET planned_finish = OLD.planned_finish + NEW.start_after
+                - OLD.start_after WHERE id = NEW.id;
+        END;
+        CREATE TABLE kitchen_stock (
+            kitchen_id TEXT NOT NULL REFERENCES kitchens(id), ingredient TEXT NOT NULL,
+            quantity REAL NOT NULL CHECK (quantity >= 0),
+            low_water_mark REAL NOT NULL DEFAULT 0 CHECK (low_water_mark >= 0),
+            low_alerted_at REAL, updated_at REAL NOT NULL,
+            PRIMARY KEY (kitchen_id, ingredient));
+        CREATE TABLE stock_reservations (
+            order_id TEXT NOT NULL REFERENCES orders(id), task_id TEXT NOT NULL,
+            kitchen_id TEXT NOT NULL, ingredient TEXT NOT NULL,
+            quantity REAL NOT NULL CHECK (quantity > 0), reserved_at REAL NOT NULL,
+            released_at REAL, PRIMARY KEY (order_id, task_id, ingredient));
+        """,
+    ),
+    (
+        # The control loop: operators' backpressure overrides and each scope's level (both
+        # survive a restart), SLA alerts tied to their order and resolved when it recovers,
+        # tasks flagged for a person (stranded on an unreachable kitchen, or nowhere to go),
+        # and completions found by audit action (the prep-time learner's cursor).
+        "0007_control_loop",
+        """
+        CREATE TABLE backpressure_overrides (
+            scope TEXT PRIMARY KEY,
+            level TEXT NOT NULL CHECK (level IN ('normal', 'throttle', 'shed', 'pause')),
+            actor TEXT NOT NULL, reason TEXT NOT NULL, until REAL, created_at REAL NOT NULL);
+        CREATE TABLE backpressure_levels (
+            scope TEXT PRIMARY KEY,
+            level TEXT NOT NULL CHECK (level IN ('normal', 'throttle', 'shed', 'pause')),
+            since REAL NOT NULL, why TEXT NOT NULL);
+        ALTER TABLE alerts ADD COLUMN order_id TEXT;
+        ALTER TABLE alerts ADD COLUMN cause TEXT;
+        ALTER TABLE alerts ADD COLUMN resolved_at REAL;
+        CREATE INDEX alerts_open_by_kind ON alerts (kind, resolved_at);
+        ALTER TABLE prep_tasks ADD COLUMN flagged_at REAL;
+        ALTER TABLE prep_tasks ADD COLUMN flag_reason TEXT;
+        CREATE INDEX audit_by_action ON audit (action, seq);
+        """,
+    ),
 )

@@ -7,21 +7,24 @@ Cancelling an order (SPEC guarantee 4: the control plane is authoritative on can
   :class:`protocol.sync_api.Cancellation` in answer to its renewal), so it never starts them;
 * its ``started`` tasks are cancelled too, but the kitchen may be cooking them (it may be
   offline): when it reports them done, the food is recorded as waste, in audit and metrics;
-* food of its ``done`` tasks is recorded as waste at once.
+* food of its ``done`` tasks is recorded as waste at once;
+* the ingredient stock reserved for tasks that were never started is given back, once.
 
 Cancelling a cancelled order again answers the order unchanged (a safe retry).
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from control_plane import audit
+from control_plane import audit, stock
 from control_plane.audit import iso
 from control_plane.errors import NotFound, StateConflict
 from control_plane.fleet import task_is_stranded
+from control_plane.planning.sla import Prediction
 from control_plane.queries import Reader
 from control_plane.store import Store
 
@@ -61,14 +64,35 @@ def task_view_at(
     return task_view(row, stranded=flag)
 
 
+def _finite_iso(ts: float) -> str | None:
+    return iso(ts) if math.isfinite(ts) else None
+
+
+def prediction_view(prediction: Prediction | None) -> dict[str, Any] | None:
+    """The SLA engine's prediction of an order as the API shows it (None: not evaluated)."""
+    if prediction is None:
+        return None
+    return {
+        "ready_p50": _finite_iso(prediction.ready_p50),
+        "ready_p90": _finite_iso(prediction.ready_p90),
+        "handover_at": _finite_iso(prediction.handover_at),
+        "margin_s": prediction.margin_s if math.isfinite(prediction.margin_s) else None,
+        "miss_probability": prediction.miss_probability,
+        "at_risk": prediction.margin_s < 0,
+        "cause": prediction.cause,
+    }
+
+
 def order_view(
     reader: Reader,
     row: sqlite3.Row,
     *,
     now: float | None = None,
     unreachable_after_s: float = 0.0,
+    prediction: Prediction | None = None,
 ) -> dict[str, Any]:
-    """One order as the operators' API shows it; with ``now``, tasks carry ``stranded``."""
+    """One order as the operators' API shows it; with ``now``, tasks carry ``stranded``;
+    ``prediction`` is the SLA engine's latest for it (from the control loop)."""
     order_id = str(row["id"])
     tasks = reader.tasks_of_order(order_id)
     return {
@@ -93,6 +117,7 @@ def order_view(
             else task_view_at(reader, task, now=now, unreachable_after_s=unreachable_after_s)
             for task in tasks
         ],
+        "prediction": prediction_view(prediction),
     }
 
 
@@ -133,6 +158,7 @@ def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor:
             reason=reason,
             details={"previous_status": order["status"]},
         )
+        never_started: list[str] = []
         for task in tx.tasks_of_order(order_id):
             others_open = any(
                 other != order_id
@@ -142,7 +168,10 @@ def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor:
             )
             if others_open:
                 continue  # the batch still serves another order
+            if task["state"] in ("planned", "leased"):
+                never_started.append(str(task["id"]))
             wasted += _cancel_task(tx, task, order_id=order_id, now=now, actor=actor)
+        stock.release(tx, order_id=order_id, task_ids=never_started, now=now, actor=actor)
         updated = tx.order(order_id)
         assert updated is not None
         return Cancelled(order_view(tx, updated), wasted)

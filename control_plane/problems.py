@@ -127,6 +127,7 @@ _DESCRIPTIONS = {
     409: "Conflict with the resource's current state (problem+json)",
     413: "Request body larger than the configured bound (problem+json)",
     422: "Validation failed or request refused (problem+json)",
+    429: "Overloaded: retry after the Retry-After header's seconds (problem+json)",
     500: "Unexpected failure (problem+json)",
 }
 

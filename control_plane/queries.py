@@ -307,3 +307,94 @@ class Reader:
         return self._all(
             "SELECT state, COUNT(*) AS n FROM prep_tasks GROUP BY state ORDER BY state"
         )
+
+    # -- control loop
+    def backpressure_overrides(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM backpressure_overrides ORDER BY scope")
+
+    def backpressure_levels(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM backpressure_levels ORDER BY scope")
+
+    def open_alerts_of_kind(self, kind: str) -> list[sqlite3.Row]:
+        """Alerts of ``kind`` not yet resolved (the SLA engine's raised alerts)."""
+        return self._all(
+            "SELECT * FROM alerts WHERE kind = ? AND resolved_at IS NULL ORDER BY raised_at",
+            (kind,),
+        )
+
+    def completions(self, *, after_audit_seq: int) -> list[sqlite3.Row]:
+        """Tasks completed (audited ``task.done``) after an audit seq, with when they started
+        and finished and the seq of that record: the prep-time learner's input and cursor."""
+        return self._all(
+            "SELECT a.seq AS audit_seq, t.id, t.kitchen_id, t.sku_id, t.started_at,"
+            " t.finished_at FROM audit a JOIN prep_tasks t ON t.id = a.subject_id"
+            " WHERE a.action = 'task.done' AND a.seq > ? ORDER BY a.seq",
+            (after_audit_seq,),
+        )
+
+    def open_orders(self) -> list[sqlite3.Row]:
+        """Orders accepted and not yet ready, handed over or closed."""
+        return self._all(
+            "SELECT * FROM orders WHERE status IN ('accepted', 'planned', 'in_prep') ORDER BY id"
+        )
+
+    def open_tasks_with_orders(self) -> list[sqlite3.Row]:
+        """Tasks that still occupy a slot, each with its order ids (comma-separated)."""
+        marks = ",".join("?" * len(OPEN_TASK_STATES))
+        return self._all(
+            "SELECT t.*, (SELECT GROUP_CONCAT(o.order_id) FROM task_orders o"
+            " WHERE o.task_id = t.id) AS order_ids FROM prep_tasks t"
+            f" WHERE t.state IN ({marks}) ORDER BY t.id",
+            OPEN_TASK_STATES,
+        )
+
+    def flagged_tasks(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM prep_tasks WHERE flag_reason IS NOT NULL ORDER BY id")
+
+    def all_equipment(self) -> list[sqlite3.Row]:
+        return self._all("SELECT * FROM equipment ORDER BY kitchen_id, id")
+
+    def newest_event_at(self, agent_id: str) -> float | None:
+        """When (server timeline) the agent's newest applied event happened."""
+        row = self._one(
+            "SELECT server_occurred_at FROM events WHERE agent_id = ? ORDER BY seq DESC LIMIT 1",
+            (agent_id,),
+        )
+        return None if row is None else float(row["server_occurred_at"])
+
+    # -- stock and intake planning
+    def planning_equipment(self) -> list[sqlite3.Row]:
+        """Every kitchen's equipment with its health (capacity for the planner)."""
+        return self._all("SELECT kitchen_id, id, kind, station_id, health FROM equipment")
+
+    def booked_intervals(
+        self, *, kitchen_id: str, station_id: str, after: float, before: float
+    ) -> list[sqlite3.Row]:
+        """Slot intervals ``[start_after, planned_finish)`` of the station's open tasks that
+        overlap ``[after, before)``, identical intervals counted together (``n``)."""
+        return self._all(
+            "SELECT start_after, planned_finish, COUNT(*) AS n FROM prep_tasks"
+            " WHERE kitchen_id = ? AND station_id = ? AND planned_finish > ?"
+            " AND start_after < ? AND state IN ('planned', 'leased', 'started')"
+            " GROUP BY start_after, planned_finish",
+            (kitchen_id, station_id, after, before),
+        )
+
+    def kitchen_stock(self, kitchen_id: str | None = None) -> list[sqlite3.Row]:
+        if kitchen_id is None:
+            return self._all("SELECT * FROM kitchen_stock ORDER BY kitchen_id, ingredient")
+        return self._all(
+            "SELECT * FROM kitchen_stock WHERE kitchen_id = ? ORDER BY ingredient", (kitchen_id,)
+        )
+
+    def stock_item(self, kitchen_id: str, ingredient: str) -> sqlite3.Row | None:
+        return self._one(
+            "SELECT * FROM kitchen_stock WHERE kitchen_id = ? AND ingredient = ?",
+            (kitchen_id, ingredient),
+        )
+
+    def stock_reservations_of_order(self, order_id: str) -> list[sqlite3.Row]:
+        return self._all(
+            "SELECT * FROM stock_reservations WHERE order_id = ? ORDER BY task_id, ingredient",
+            (order_id,),
+        )

@@ -39,7 +39,16 @@ from protocol.events import (
     TaskStarted,
     parse_event_payload,
 )
-from protocol.sync_api import Cancellation, Lease, SyncRequest, SyncResponse
+from protocol.sync_api import (
+    MAX_SYNC_EVENTS,
+    Cancellation,
+    Lease,
+    SyncRequest,
+    SyncResponse,
+)
+
+#: ``json.dumps(..., separators=(",", ":"))`` built once (it builds an encoder per call).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -197,8 +206,10 @@ def sync(
     *,
     now: float,
     settings: Settings,
+    next_sync_s: float | None = None,
 ) -> tuple[SyncResponse, SyncStats]:
-    """Apply one sync round trip and build the answer."""
+    """Apply one sync round trip and build the answer; ``next_sync_s`` is the pacing advice
+    passed on to the agent (:class:`control_plane.fleet.SyncPacer`)."""
     for event in request.events:
         if event.agent_id != agent.agent_id or event.kitchen_id != agent.kitchen_id:
             raise Forbidden(
@@ -245,8 +256,10 @@ def sync(
         by_seq: dict[int, EventEnvelope] = {}
         for event in request.events:
             by_seq.setdefault(event.seq, event)
+        writes = _BatchWrites(tx)
         for seq in batch.apply:
-            _apply(tx, agent, by_seq[seq], offset=clock.offset_s, now=now, stats=stats)
+            _apply(writes, agent, by_seq[seq], offset=clock.offset_s, now=now, stats=stats)
+        writes.flush()
         tx.set_agent_acked_seq(agent_id=agent.agent_id, last_acked_seq=batch.acked_seq)
         # Nothing of the agent's outbox is left behind this batch: what it did not report,
         # it did not do.
@@ -324,6 +337,9 @@ def sync(
             "lease_horizon_s": settings.lease_horizon_s,
             "start_by_grace_s": settings.start_by_grace_s,
         },
+        max_events=MAX_SYNC_EVENTS,
+        max_request_bytes=settings.max_body_bytes,
+        next_sync_s=next_sync_s,
     )
     return response, stats
 
@@ -405,8 +421,50 @@ def _track_unrecoverable(
     )
 
 
+class _BatchWrites:
+    """The writes of a batch's events that need not happen one by one: the event log rows and
+    the audit records are inserted together, and an equipment item's status, which later
+    events of the batch overwrite, is written once with its last value (the audit keeps every
+    change). Flushed before anything else in the sync's transaction reads or appends them."""
+
+    def __init__(self, tx: Writer) -> None:
+        self.tx = tx
+        self.audit = audit.Batch(tx)
+        self._events: list[tuple[object, ...]] = []
+        self._equipment: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def event(self, row: tuple[object, ...]) -> None:
+        self._events.append(row)
+
+    def equipment(
+        self, *, kitchen_id: str, equipment_id: str, kind: str | None, health: str, at: float
+    ) -> None:
+        key = (kitchen_id, equipment_id)
+        previous = self._equipment.get(key)
+        # As consecutive upserts would leave it: the last known kind, the last health.
+        if kind is None and previous is not None:
+            kind = previous["kind"]
+        self._equipment[key] = {"kind": kind, "health": health, "updated_at": at}
+
+    def flush(self) -> None:
+        self.audit.flush()
+        if self._events:
+            self.tx.insert_event_rows(rows=self._events)
+        for (kitchen_id, equipment_id), status in self._equipment.items():
+            self.tx.upsert_equipment(
+                kitchen_id=kitchen_id,
+                equipment_id=equipment_id,
+                kind=status["kind"],
+                station_id=None,
+                health=status["health"],
+                updated_at=status["updated_at"],
+            )
+        self._events, self._equipment = [], {}
+
+
 @dataclass(frozen=True)
 class _Context:
+    writes: _BatchWrites
     tx: Writer
     agent: AgentIdentity
     event: EventEnvelope
@@ -434,8 +492,7 @@ class _Context:
         if task is not None:
             order_ids = [*self.tx.order_ids_of_task(str(task["id"]))] or [None]
         for order_id in order_ids:
-            audit.append(
-                self.tx,
+            self.writes.audit.append(
                 at=self.at,
                 actor_type="agent",
                 actor_id=self.agent.agent_id,
@@ -452,7 +509,7 @@ class _Context:
 
 
 def _apply(
-    tx: Writer,
+    writes: _BatchWrites,
     agent: AgentIdentity,
     event: EventEnvelope,
     *,
@@ -461,7 +518,7 @@ def _apply(
     stats: SyncStats,
 ) -> None:
     at = server_time_of(event.occurred_at, offset_s=offset, received_at=now)
-    ctx = _Context(tx, agent, event, at=at, now=now, stats=stats)
+    ctx = _Context(writes, writes.tx, agent, event, at=at, now=now, stats=stats)
     try:
         payload = parse_event_payload(event)
     except MessageError as exc:
@@ -478,16 +535,18 @@ def _apply(
         outcome = applier(ctx, payload)
         if outcome == "applied":
             stats.applied[event.type] += 1
-    tx.insert_event(
-        agent_id=agent.agent_id,
-        seq=event.seq,
-        event_id=event.event_id,
-        event_type=event.type,
-        occurred_at=event.occurred_at,
-        server_occurred_at=ctx.at,
-        received_at=now,
-        payload_json=json.dumps(event.payload, separators=(",", ":")),
-        outcome=outcome,
+    writes.event(
+        (
+            agent.agent_id,
+            event.seq,
+            event.event_id,
+            event.type,
+            event.occurred_at,
+            ctx.at,
+            now,
+            _COMPACT_JSON.encode(event.payload),
+            outcome,
+        )
     )
 
 
@@ -592,8 +651,7 @@ def _task_done(ctx: _Context, payload: Any) -> str:
         states = {t["state"] for t in ctx.tx.tasks_of_order(order_id)}
         if states == {"done"}:
             ctx.tx.set_order_status(order_id=order_id, status="ready", at=ctx.at)
-            audit.append(
-                ctx.tx,
+            ctx.writes.audit.append(
                 at=ctx.at,
                 actor_type="system",
                 actor_id="reconcile",
@@ -666,13 +724,12 @@ def _task_released(ctx: _Context, payload: Any) -> str:
 
 def _device_status(ctx: _Context, payload: Any) -> str:
     assert isinstance(payload, DeviceStatus)
-    ctx.tx.upsert_equipment(
+    ctx.writes.equipment(
         kitchen_id=ctx.agent.kitchen_id,
         equipment_id=payload.device_id,
         kind=payload.kind,
-        station_id=None,
         health="ok" if payload.status == "online" else "offline",
-        updated_at=ctx.at,
+        at=ctx.at,
     )
     ctx.record(
         f"device.{payload.status}",

@@ -65,6 +65,13 @@ class StepIn(_Request):
     min_core_temp_c: float | None = Field(default=None, ge=-60, le=400)
 
 
+class IngredientUse(_Request):
+    """How much of an ingredient one unit of a SKU uses (in the unit the kitchen stocks it)."""
+
+    ingredient: Ident
+    per_unit: float = Field(gt=0, le=1_000_000)
+
+
 class SkuCreate(_Request):
     id: Ident
     name: str = Field(min_length=1, max_length=128)
@@ -73,6 +80,10 @@ class SkuCreate(_Request):
     freshness_window_min: float = Field(gt=0, le=7 * 24 * 60)
     priority: Priority = "normal"
     hold: Literal["hot", "cold", "ambient"] = "hot"
+    #: What one unit uses; stock is reserved for it at kitchens that track the ingredient.
+    ingredients: list[IngredientUse] = Field(default_factory=list, max_length=64)
+    #: Units one task may cook for several orders at once (0: no batching).
+    max_batch_units: int = Field(default=0, ge=0, le=1000)
 
 
 class SkuUpdate(_Request):
@@ -83,6 +94,21 @@ class SkuUpdate(_Request):
     freshness_window_min: float = Field(gt=0, le=7 * 24 * 60)
     priority: Priority = "normal"
     hold: Literal["hot", "cold", "ambient"] = "hot"
+    ingredients: list[IngredientUse] = Field(default_factory=list, max_length=64)
+    max_batch_units: int = Field(default=0, ge=0, le=1000)
+
+
+class StockLineIn(_Request):
+    ingredient: Ident
+    quantity: float = Field(gt=0, le=1_000_000_000)
+    #: Below this the kitchen gets a ``low_stock`` alert; omitted keeps the current mark (0
+    #: for an ingredient new to the kitchen).
+    low_water_mark: float | None = Field(default=None, ge=0, le=1_000_000_000)
+
+
+class StockDelivery(_Request):
+    lines: list[StockLineIn] = Field(min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=256)
 
 
 class OrderItemIn(_Request):

@@ -17,7 +17,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -573,6 +573,257 @@ class Writer(Reader):
                 prev_hash,
                 record_hash,
             ),
+        )
+
+    # -- control loop
+    def upsert_backpressure_override(
+        self,
+        *,
+        scope: str,
+        level: str,
+        actor: str,
+        reason: str,
+        until: float | None,
+        created_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO backpressure_overrides (scope, level, actor, reason, until, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET level = excluded.level,"
+            " actor = excluded.actor, reason = excluded.reason, until = excluded.until,"
+            " created_at = excluded.created_at",
+            (scope, level, actor, reason, until, created_at),
+        )
+
+    def delete_backpressure_override(self, *, scope: str) -> int:
+        return self._exec("DELETE FROM backpressure_overrides WHERE scope = ?", (scope,))
+
+    def set_backpressure_level(self, *, scope: str, level: str, since: float, why: str) -> None:
+        self._exec(
+            "INSERT INTO backpressure_levels (scope, level, since, why) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (scope) DO UPDATE SET level = excluded.level, since = excluded.since,"
+            " why = excluded.why",
+            (scope, level, since, why),
+        )
+
+    def insert_sla_alert(
+        self,
+        *,
+        agent_id: str,
+        alert_id: str,
+        kitchen_id: str,
+        order_id: str,
+        cause: str,
+        message: str,
+        lead_s: float | None,
+        margin_s: float | None,
+        raised_at: float,
+    ) -> None:
+        """An "order will miss its SLA" alert: ``value`` is the lead time, ``limit`` the margin."""
+        self._exec(
+            "INSERT OR IGNORE INTO alerts (agent_id, alert_id, kitchen_id, kind, severity,"
+            " device_id, message, value, limit_value, raised_at, order_id, cause)"
+            " VALUES (?, ?, ?, 'sla_at_risk', 'warning', NULL, ?, ?, ?, ?, ?, ?)",
+            (agent_id, alert_id, kitchen_id, message, lead_s, margin_s, raised_at, order_id, cause),
+        )
+
+    def resolve_alert(
+        self, *, agent_id: str, alert_id: str, by: str, resolution: str, at: float
+    ) -> None:
+        """Close an alert the system raised: resolved, and acknowledged by the system with the
+        resolution (unless a person acknowledged it first), so open-alert lists drop it."""
+        self._exec(
+            "UPDATE alerts SET resolved_at = ?, acknowledged_at = COALESCE(acknowledged_at, ?),"
+            " acknowledged_by = COALESCE(acknowledged_by, ?),"
+            " corrective_action = COALESCE(corrective_action, ?)"
+            " WHERE agent_id = ? AND alert_id = ? AND resolved_at IS NULL",
+            (at, at, by, resolution, agent_id, alert_id),
+        )
+
+    def replan_task(
+        self,
+        *,
+        task_id: str,
+        expected_state: str,
+        expected_fencing_token: int,
+        kitchen_id: str,
+        station_id: str,
+        start_after: float,
+        predicted_ready_at: float,
+        planned_finish: float,
+        at: float,
+    ) -> int:
+        """Re-place a task that cannot have started: back to ``planned`` at its new kitchen,
+        station and slot interval, under a new fencing token. Applies only if the task is still
+        in the state and under the token the decision was made on; returns 0 otherwise."""
+        return self._exec(
+            "UPDATE prep_tasks SET state = 'planned', kitchen_id = ?, station_id = ?,"
+            " start_after = ?, predicted_ready_at = ?, planned_finish = ?,"
+            " fencing_token = fencing_token + 1, lease_agent_id = NULL, leased_at = NULL,"
+            " start_by = NULL, flagged_at = NULL, flag_reason = NULL, updated_at = ?"
+            " WHERE id = ? AND state = ? AND fencing_token = ?",
+            (
+                kitchen_id,
+                station_id,
+                start_after,
+                predicted_ready_at,
+                planned_finish,
+                at,
+                task_id,
+                expected_state,
+                expected_fencing_token,
+            ),
+        )
+
+    def set_task_flag(self, *, task_id: str, reason: str | None, at: float | None) -> None:
+        """Flag a task for a person (``reason``), or clear the flag with ``None``."""
+        self._exec(
+            "UPDATE prep_tasks SET flag_reason = ?, flagged_at = ? WHERE id = ?",
+            (reason, at, task_id),
+        )
+
+    # -- stock and intake planning
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested unit inside the transaction: rolled back alone if the block raises."""
+        self._conn.execute("SAVEPOINT intake_unit")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK TO intake_unit")
+            self._conn.execute("RELEASE intake_unit")
+            raise
+        self._conn.execute("RELEASE intake_unit")
+
+    def set_sku_planning(self, *, sku_id: str, ingredients_json: str, max_batch_units: int) -> None:
+        """What planning needs of a SKU beyond its recipe: ingredients per unit, batch size."""
+        self._exec(
+            "UPDATE skus SET ingredients_json = ?, max_batch_units = ? WHERE id = ?",
+            (ingredients_json, max_batch_units, sku_id),
+        )
+
+    def insert_planned_task(
+        self,
+        *,
+        task_id: str,
+        kitchen_id: str,
+        station_id: str,
+        sku_id: str,
+        quantity: int,
+        duration_s: float,
+        start_after: float,
+        planned_finish: float,
+        finish_by: float,
+        predicted_ready_at: float,
+        created_at: float,
+    ) -> None:
+        """A task placed by the planner: its slot is reserved ``[start_after, planned_finish)``."""
+        self._exec(
+            "INSERT INTO prep_tasks (id, kitchen_id, station_id, sku_id, quantity, duration_s,"
+            " state, start_after, planned_finish, finish_by, predicted_ready_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+            (
+                task_id,
+                kitchen_id,
+                station_id,
+                sku_id,
+                quantity,
+                duration_s,
+                start_after,
+                planned_finish,
+                finish_by,
+                predicted_ready_at,
+                created_at,
+                created_at,
+            ),
+        )
+
+    def take_stock(self, *, kitchen_id: str, ingredient: str, quantity: float, at: float) -> int:
+        """Decrement stock only if enough is left (one statement: no oversell); 1 if taken."""
+        return self._exec(
+            "UPDATE kitchen_stock SET quantity = quantity - ?, updated_at = ?"
+            " WHERE kitchen_id = ? AND ingredient = ? AND quantity >= ?",
+            (quantity, at, kitchen_id, ingredient, quantity),
+        )
+
+    def insert_stock_reservation(
+        self,
+        *,
+        order_id: str,
+        task_id: str,
+        kitchen_id: str,
+        ingredient: str,
+        quantity: float,
+        reserved_at: float,
+    ) -> None:
+        self._exec(
+            "INSERT INTO stock_reservations (order_id, task_id, kitchen_id, ingredient, quantity,"
+            " reserved_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (order_id, task_id, kitchen_id, ingredient, quantity, reserved_at),
+        )
+
+    def release_stock_reservation(
+        self, *, order_id: str, task_id: str, ingredient: str, at: float
+    ) -> int:
+        """Mark a reservation released; 0 if it already was (so stock is given back once)."""
+        return self._exec(
+            "UPDATE stock_reservations SET released_at = ? WHERE order_id = ? AND task_id = ?"
+            " AND ingredient = ? AND released_at IS NULL",
+            (at, order_id, task_id, ingredient),
+        )
+
+    def add_stock(
+        self,
+        *,
+        kitchen_id: str,
+        ingredient: str,
+        quantity: float,
+        low_water_mark: float | None,
+        at: float,
+    ) -> None:
+        """Add to an ingredient's stock (tracking it from now on); ``None`` keeps the mark."""
+        self._exec(
+            "INSERT INTO kitchen_stock (kitchen_id, ingredient, quantity, low_water_mark,"
+            " updated_at) VALUES (?, ?, ?, COALESCE(?, 0), ?)"
+            " ON CONFLICT (kitchen_id, ingredient) DO UPDATE SET"
+            " quantity = quantity + excluded.quantity,"
+            " low_water_mark = COALESCE(?, low_water_mark), updated_at = excluded.updated_at",
+            (kitchen_id, ingredient, quantity, low_water_mark, at, low_water_mark),
+        )
+
+    def mark_stock_low(self, *, kitchen_id: str, ingredient: str, at: float) -> int:
+        """Note that the low-stock alert was raised; 0 if not below the mark or already noted."""
+        return self._exec(
+            "UPDATE kitchen_stock SET low_alerted_at = ? WHERE kitchen_id = ? AND ingredient = ?"
+            " AND low_alerted_at IS NULL AND quantity < low_water_mark",
+            (at, kitchen_id, ingredient),
+        )
+
+    def clear_stock_low(self, *, kitchen_id: str, ingredient: str) -> int:
+        """Re-arm the low-stock alert once back at or above the mark; 1 if it was raised."""
+        return self._exec(
+            "UPDATE kitchen_stock SET low_alerted_at = NULL WHERE kitchen_id = ?"
+            " AND ingredient = ? AND low_alerted_at IS NOT NULL AND quantity >= low_water_mark",
+            (kitchen_id, ingredient),
+        )
+
+    # -- sync path
+    def insert_event_rows(self, *, rows: Sequence[tuple[object, ...]]) -> None:
+        """Many :meth:`insert_event` rows at once, each ``(agent_id, seq, event_id, type,
+        occurred_at, server_occurred_at, received_at, payload_json, outcome)``."""
+        self._conn.executemany(
+            "INSERT INTO events (agent_id, seq, event_id, type, occurred_at, server_occurred_at,"
+            " received_at, payload_json, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def insert_audit_rows(self, *, rows: Sequence[tuple[object, ...]]) -> None:
+        """Many :meth:`insert_audit` rows at once, each in that method's column order (``seq``
+        … ``details_json, prev_hash, record_hash``); :class:`control_plane.audit.Batch`."""
+        self._conn.executemany(
+            "INSERT INTO audit (seq, at, actor_type, actor_id, action, subject_type, subject_id,"
+            " order_id, kitchen_id, station_id, device_id, reason, details_json, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
 
 

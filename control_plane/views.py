@@ -70,6 +70,11 @@ class RecipeStepOut(_View):
     min_core_temp_c: float | None
 
 
+class IngredientUseOut(_View):
+    ingredient: str
+    per_unit: float
+
+
 class SkuOut(_View):
     id: str
     name: str
@@ -78,6 +83,8 @@ class SkuOut(_View):
     freshness_window_min: float
     priority: Literal["low", "normal", "high"]
     hold: Literal["hot", "cold", "ambient"]
+    ingredients: list[IngredientUseOut]
+    max_batch_units: int
 
 
 class SkuList(_View):
@@ -123,6 +130,20 @@ class OrderItemOut(_View):
     quantity: int
 
 
+class PredictionOut(_View):
+    """The SLA engine's latest prediction for an open order (times null when unbounded, e.g.
+    stranded on an unreachable kitchen)."""
+
+    ready_p50: IsoTime | None
+    ready_p90: IsoTime | None
+    handover_at: IsoTime | None
+    #: Promise margin (p90) or freshness margin, whichever is smaller; negative: a miss.
+    margin_s: float | None
+    miss_probability: float
+    at_risk: bool
+    cause: str
+
+
 class OrderOut(_View):
     id: str
     status: OrderStatus
@@ -137,6 +158,24 @@ class OrderOut(_View):
     ready_at: IsoTime | None
     items: list[OrderItemOut]
     tasks: list[TaskOut]
+    #: Null until the control loop has evaluated the order, and once it is closed.
+    prediction: PredictionOut | None = None
+
+
+class StockItemOut(_View):
+    ingredient: str
+    quantity: float
+    low_water_mark: float
+    #: Below the low-water mark now.
+    low: bool
+    #: When the current low-stock alert was raised (null: none raised since the last restock).
+    low_alerted_at: IsoTime | None
+    updated_at: IsoTime
+
+
+class KitchenStockOut(_View):
+    kitchen_id: str
+    items: list[StockItemOut]
 
 
 class OrderPage(_View):

@@ -477,7 +477,7 @@ class Agent:
                 self.sync_ok.set()
                 self.last_sync_ok_mono = self.clock.monotonic()
                 backoff.reset()
-                delay = 0.0 if outcome.more_pending else self.config.sync_interval_s
+                delay = outcome.delay_s(self.config.sync_interval_s)
                 if outcome.new_leases:
                     self._wake_executor.set()
             stop.wait(delay)

@@ -309,6 +309,8 @@ class OutboxEvent:
     type: str
     occurred_at: float
     payload: dict[str, Any]
+    #: Size of the stored payload JSON, so a sync batch can be bounded in bytes.
+    payload_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,12 +458,14 @@ class Store:
             conn.execute("UPDATE outbox_sequence SET last_seq = ? WHERE id = 1", (last,))
             return list(range(first, last + 1))
 
-    def pending_events(self, *, limit: int) -> list[OutboxEvent]:
-        """Unacknowledged events in ``seq`` order, starting at the first one."""
+    def pending_events(self, *, limit: int, after_seq: int = 0) -> list[OutboxEvent]:
+        """Unacknowledged events in ``seq`` order, starting at the first one (or the first after
+        ``after_seq``: the sync loop reads the next batch while one is in flight)."""
         with self._lock:
             rows = self._db.query(
-                "SELECT seq, event_id, type, occurred_at, payload FROM outbox ORDER BY seq LIMIT ?",
-                [limit],
+                "SELECT seq, event_id, type, occurred_at, payload FROM outbox WHERE seq > ?"
+                " ORDER BY seq LIMIT ?",
+                [after_seq, limit],
             )
             return [
                 OutboxEvent(
@@ -470,6 +474,7 @@ class Store:
                     type=r["type"],
                     occurred_at=r["occurred_at"],
                     payload=json.loads(r["payload"]),
+                    payload_bytes=len(r["payload"].encode()),
                 )
                 for r in rows
             ]

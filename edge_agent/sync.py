@@ -1,15 +1,23 @@
 """One sync round trip with the control plane: build the request from the store, apply the answer.
 
-The request carries a heartbeat, up to 500 unacknowledged events from the first one in ``seq``
+The request carries a heartbeat, a batch of unacknowledged events from the first one in ``seq``
 order (so a ``resend_from`` is always honoured by construction), renewals of every held lease,
 and a request for new leases when the agent has capacity. The answer's leases get their
 start-by deadline on the monotonic clock *from the moment the request was sent*, so neither
 network latency nor a skewed wall clock can extend it.
+
+A batch holds at most :data:`~protocol.sync_api.MAX_SYNC_BATCH` events until the control plane
+advertises more (``max_events``), and stays within a share of its request-size limit
+(``max_request_bytes``), so an agent catching up after a partition needs few round trips and
+never sends a body the control plane must refuse. A batch cut short by either limit is followed
+at once; otherwise the next sync waits for the agent's interval or the control plane's
+``next_sync_s``, whichever is longer.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -18,19 +26,102 @@ from edge_agent.clock import Clock
 from edge_agent.links.control_plane import ControlPlaneLink
 from edge_agent.store import COUNTER_RESEND_BELOW_ACKED, Store
 from protocol import EventEnvelope, Heartbeat, LeaseRenewal, SyncRequest, SyncResponse
-from protocol.sync_api import MAX_SYNC_BATCH
+from protocol.sync_api import MAX_NEXT_SYNC_S, MAX_SYNC_BATCH, MAX_SYNC_EVENTS
 
 log = logging.getLogger(__name__)
+
+#: Bytes of one event envelope besides its payload (ids, type, times, JSON punctuation): a
+#: generous bound, so a batch's size is never underestimated.
+ENVELOPE_BYTES = 256
+#: Request-size limit assumed until the control plane states its own: the default body limit
+#: a control plane of this protocol ships with (1 MiB).
+DEFAULT_REQUEST_BYTES = 1024 * 1024
+#: Share of the control plane's request-size limit a batch of events may fill; the rest is for
+#: the heartbeat, the renewals and any misestimate.
+BATCH_BYTES_SHARE = 0.5
+
+
+def batch_size(
+    payload_bytes: list[int], *, max_events: int, max_request_bytes: int
+) -> tuple[int, bool]:
+    """How many of the pending events (their payload sizes, in seq order) fit in one request,
+    and whether a limit cut the batch short. The first event always goes, however large (each
+    is at most the protocol's 64 KiB), so a large event can never stall the outbox.
+
+    >>> batch_size([100] * 10, max_events=4, max_request_bytes=1_000_000)
+    (4, True)
+    >>> batch_size([100] * 10, max_events=500, max_request_bytes=4096)
+    (5, True)
+    >>> batch_size([100] * 3, max_events=500, max_request_bytes=1_000_000)
+    (3, False)
+    """
+    budget = int(max_request_bytes * BATCH_BYTES_SHARE)
+    used = 0
+    for count, size in enumerate(payload_bytes[:max_events]):
+        used += size + ENVELOPE_BYTES
+        if used > budget and count > 0:
+            return count, True
+    taken = min(len(payload_bytes), max_events)
+    return taken, len(payload_bytes) > taken
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Events for one request, and whether a limit left more behind."""
+
+    events: list[EventEnvelope]
+    cut_short: bool
+    #: The limits it was cut to (``max_events``, ``max_request_bytes``).
+    limits: tuple[int, int]
+
+
+class _Prefetch:
+    """Reads the batch after ``after_seq`` in its own thread while a request is in flight;
+    :meth:`join` waits for it (the sync loop always joins: no thread outlives a round trip).
+    A failed read only means no prefetched batch: the next request reads it again."""
+
+    def __init__(self, cycle: SyncCycle, *, after_seq: int) -> None:
+        self.batch: _Batch | None = None
+        self._cycle = cycle
+        self._after_seq = after_seq
+        self._thread = threading.Thread(target=self._read, name="brigade-sync-prefetch")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _read(self) -> None:
+        try:
+            self.batch = self._cycle._read_batch(after_seq=self._after_seq)
+        except Exception:
+            log.warning("reading the next sync batch ahead failed", exc_info=True)
 
 
 @dataclass(frozen=True, slots=True)
 class SyncOutcome:
-    """What one round trip did: events acked, leases accepted, tasks dropped, more to send."""
+    """What one round trip did: events acked, leases accepted, tasks dropped, more to send, and
+    the control plane's advice on when to sync next."""
 
     acked: int
     new_leases: int
     dropped: int
     more_pending: bool
+    next_sync_s: float | None = None
+
+    def delay_s(self, interval_s: float) -> float:
+        """Seconds until the next sync: none while a backlog drains, else the agent's own
+        interval or the control plane's advice, whichever is longer.
+
+        >>> SyncOutcome(1, 0, 0, more_pending=False, next_sync_s=6.0).delay_s(2.0)
+        6.0
+        >>> SyncOutcome(500, 0, 0, more_pending=True, next_sync_s=6.0).delay_s(2.0)
+        0.0
+        """
+        if self.more_pending:
+            return 0.0
+        return max(interval_s, min(self.next_sync_s or 0.0, MAX_NEXT_SYNC_S))
 
 
 @dataclass
@@ -53,13 +144,23 @@ class SyncCycle:
     #: Set while the control plane asks for events the agent already deleted as acked (it was
     #: restored from a backup): shown as the control_plane link state.
     stalled: str | None = None
+    #: Batch limits, as the control plane last advertised them (see the module docstring).
+    max_events: int = MAX_SYNC_BATCH
+    max_request_bytes: int = DEFAULT_REQUEST_BYTES
+    #: Whether the last batch built was cut short by a limit (more events were waiting).
+    _cut_short: bool = False
+    #: The batch after the one in flight, read meanwhile (see :meth:`run_once`).
+    _prefetched: _Batch | None = None
 
     def build_request(self) -> SyncRequest:
         if self.forward_routine:
             self.store.promote_routine(max_unacked=MAX_SYNC_BATCH)
-        pending = self.store.pending_events(limit=MAX_SYNC_BATCH)
+        batch = self._take_prefetched() or self._read_batch(after_seq=0)
+        self._cut_short = batch.cut_short
         held = self.store.held_leases()
-        oldest = self.store.oldest_pending_at()
+        # The batch starts at the first unacknowledged event, so the oldest ones are in it; a
+        # scan of the whole outbox for its minimum costs more than the rest of a catch-up sync.
+        oldest = min((e.occurred_at for e in batch.events), default=None)
         wall = self.clock.wall()
         heartbeat = Heartbeat(
             agent_version=__version__,
@@ -72,6 +173,24 @@ class SyncCycle:
             routine_dropped=self.store.counters().get("routine_dropped", 0),
             open_alerts=len(self.store.alerts(open_only=True)),
         )
+        return SyncRequest(
+            heartbeat=heartbeat,
+            events=batch.events,
+            renewals=[LeaseRenewal(task_id=t, fencing_token=f) for t, f in held],
+            want_leases=min(64, max(0, self.max_active_tasks - len(held)))
+            if self.can_take_leases()
+            else 0,
+        )
+
+    def _read_batch(self, *, after_seq: int) -> _Batch:
+        """The unacknowledged events after ``after_seq`` that fit in one request."""
+        # One more than fits, to know whether the batch leaves events behind.
+        waiting = self.store.pending_events(limit=self.max_events + 1, after_seq=after_seq)
+        count, cut_short = batch_size(
+            [e.payload_bytes for e in waiting],
+            max_events=self.max_events,
+            max_request_bytes=self.max_request_bytes,
+        )
         events = [
             EventEnvelope(
                 agent_id=self.agent_id,
@@ -82,16 +201,23 @@ class SyncCycle:
                 occurred_at=e.occurred_at,
                 payload=e.payload,
             )
-            for e in pending
+            for e in waiting[:count]
         ]
-        return SyncRequest(
-            heartbeat=heartbeat,
-            events=events,
-            renewals=[LeaseRenewal(task_id=t, fencing_token=f) for t, f in held],
-            want_leases=min(64, max(0, self.max_active_tasks - len(held)))
-            if self.can_take_leases()
-            else 0,
-        )
+        return _Batch(events, cut_short, (self.max_events, self.max_request_bytes))
+
+    def _take_prefetched(self) -> _Batch | None:
+        """The batch read during the last round trip, if it is exactly what is to be sent now:
+        it starts right after the acknowledged seq (no resend was asked, the whole batch was
+        acked) and was cut to the limits the answer advertised."""
+        batch, self._prefetched = self._prefetched, None
+        if batch is None or not batch.events:
+            return None
+        _, acked_seq = self.store.sequence()
+        if batch.events[0].seq != acked_seq + 1:
+            return None
+        if batch.limits != (self.max_events, self.max_request_bytes):
+            return None
+        return batch
 
     def _links(self) -> dict[str, str]:
         links = dict(self.link_states())
@@ -100,15 +226,29 @@ class SyncCycle:
         return links
 
     def run_once(self) -> SyncOutcome:
-        """Send one request and apply the answer; errors are :mod:`edge_agent.errors` ones."""
+        """Send one request and apply the answer; errors are :mod:`edge_agent.errors` ones.
+
+        While a batch cut short by a limit is in flight (a backlog draining), the next one is
+        read from the store in a helper thread, so the agent's reading and encoding overlaps
+        the control plane's work. Nothing is acknowledged or deleted before the answer: the
+        prefetched batch is only used if the answer acked everything sent, else dropped."""
         request = self.build_request()
         sent_mono = self.clock.monotonic()
+        prefetch: _Prefetch | None = None
+        if self._cut_short and request.events:
+            prefetch = _Prefetch(self, after_seq=request.events[-1].seq)
+            prefetch.start()
         try:
             response = self.client.sync(request)
         except Exception as exc:
             self.store.record_sync(at=self.clock.wall(), ok=False, error=str(exc)[:300])
             raise
+        finally:
+            if prefetch is not None:
+                prefetch.join()
         outcome = self.apply_response(response, sent_mono=sent_mono, sent_events=request.events)
+        if prefetch is not None and outcome.more_pending:
+            self._prefetched = prefetch.batch
         self.store.record_sync(at=self.clock.wall(), ok=True)
         return outcome
 
@@ -177,5 +317,17 @@ class SyncCycle:
             )
         for task_id in response.lost_leases:
             dropped += len(self.store.drop_unstarted(task_id=task_id, reason="lease_lost", at=wall))
-        more = bool(sent_events) and len(sent_events or []) >= MAX_SYNC_BATCH and acked > 0
-        return SyncOutcome(acked=acked, new_leases=new_leases, dropped=dropped, more_pending=more)
+        self._learn_limits(response)
+        more = bool(sent_events) and self._cut_short and acked > 0
+        return SyncOutcome(
+            acked=acked,
+            new_leases=new_leases,
+            dropped=dropped,
+            more_pending=more,
+            next_sync_s=response.next_sync_s,
+        )
+
+    def _learn_limits(self, response: SyncResponse) -> None:
+        """Adopt the batch limits the control plane advertises (absent: the protocol's)."""
+        self.max_events = min(response.max_events or MAX_SYNC_BATCH, MAX_SYNC_EVENTS)
+        self.max_request_bytes = response.max_request_bytes or DEFAULT_REQUEST_BYTES

@@ -11,7 +11,10 @@ Endpoints (all JSON bodies are the models below):
     One round trip does everything: heartbeat, push a batch of outbox events (in ``seq`` order,
     starting at the first unacknowledged one), renew held leases, ask for new ones. The answer
     acknowledges events up to ``acked_seq`` (highest contiguous seq stored), asks for a resend
-    from ``resend_from`` when it saw a gap, and carries new leases and cancellations.
+    from ``resend_from`` when it saw a gap, and carries new leases and cancellations. It also
+    says how large a batch the control plane takes (``max_events``, ``max_request_bytes``) and
+    when to sync next (``next_sync_s``); an agent that never saw them sends at most
+    :data:`MAX_SYNC_BATCH` events and keeps its own interval.
 
 Every write is idempotent: events are deduplicated by ``(agent_id, seq)``, a lease is identified
 by ``(task_id, fencing_token)``, so any request may be retried after a timeout. Overload answers
@@ -30,8 +33,16 @@ from protocol.base import Ident, Scalar, Timestamp, Token, WireModel
 from protocol.events import EventEnvelope
 from protocol.messages import DeviceKind
 
-#: Largest number of events in one sync request.
+#: Events per sync request that every control plane accepts: an agent sends at most this many
+#: until the control plane advertises more (``SyncResponse.max_events``).
 MAX_SYNC_BATCH = 500
+#: Most events one sync request may carry (added in 1.0): a control plane that accepts more
+#: than :data:`MAX_SYNC_BATCH` says so in ``SyncResponse.max_events``, so an agent catching up
+#: after a partition needs fewer round trips.
+MAX_SYNC_EVENTS = 2000
+#: Longest sync interval a control plane may advertise (``SyncResponse.next_sync_s``); an agent
+#: also caps what it honours, so a faulty server cannot silence a kitchen.
+MAX_NEXT_SYNC_S = 60.0
 
 
 class EnrollRequest(WireModel):
@@ -118,7 +129,7 @@ class SyncRequest(WireModel):
     """One sync round trip from an agent."""
 
     heartbeat: Heartbeat
-    events: list[EventEnvelope] = Field(default_factory=list, max_length=MAX_SYNC_BATCH)
+    events: list[EventEnvelope] = Field(default_factory=list, max_length=MAX_SYNC_EVENTS)
     renewals: list[LeaseRenewal] = Field(default_factory=list, max_length=256)
     want_leases: int = Field(default=0, ge=0, le=64)
 
@@ -133,3 +144,13 @@ class SyncResponse(WireModel):
     cancellations: list[Cancellation] = Field(default_factory=list)
     lost_leases: list[Token] = Field(default_factory=list)
     config: dict[str, Scalar] = Field(default_factory=dict)
+    #: Events this control plane accepts in one request (added in 1.0); absent: at most
+    #: :data:`MAX_SYNC_BATCH`.
+    max_events: int | None = Field(default=None, ge=1, le=MAX_SYNC_EVENTS)
+    #: Largest request body this control plane accepts, in bytes (added in 1.0); the agent
+    #: keeps a batch well under it.
+    max_request_bytes: int | None = Field(default=None, ge=1024)
+    #: Seconds until the agent's next routine sync (added in 1.0): the control plane spreads a
+    #: large fleet's syncs. Absent: the agent's own interval. A batch cut short by a limit is
+    #: still followed at once.
+    next_sync_s: float | None = Field(default=None, ge=0, le=MAX_NEXT_SYNC_S)

@@ -49,7 +49,9 @@ class DemoSettings:
     seed: int = 7
     workdir: Path | None = None
     report: Path | None = None
-    promise_min: float = 10.0
+    # Promises are "transport + the recipe + this much slack": the control plane plans just in
+    # time, so a promise ten minutes out would not start cooking within a short demo.
+    promise_slack_s: float = 8.0
 
 
 @dataclass
@@ -92,12 +94,16 @@ class OrderLoad(threading.Thread):
 
     def _submit(self, http: httpx.Client) -> None:
         sku = self._rng.choice(SKUS)
-        promised = datetime.now(UTC) + timedelta(minutes=self._settings.promise_min)
+        transport_min = self._rng.randint(2, 8)
+        cook_s = sum(step["duration_s"] for step in sku["steps"])
+        promised = datetime.now(UTC) + timedelta(
+            minutes=transport_min, seconds=cook_s + self._settings.promise_slack_s
+        )
         body = {
             "items": [{"sku_id": sku["id"], "quantity": self._rng.randint(1, 4)}],
             "promised_by": promised.isoformat(),
             "destination": f"store-{self._rng.randint(1, 5)}",
-            "transport_min": self._rng.randint(2, 8),
+            "transport_min": transport_min,
             "priority": sku["priority"],
         }
         key = str(uuid.UUID(int=self._rng.getrandbits(128)))

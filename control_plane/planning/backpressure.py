@@ -56,6 +56,10 @@ class Signals:
 
     @property
     def load(self) -> float:
+        """Queued work per unit of capacity; no work is no load, even with no capacity (a
+        kitchen whose equipment has not reported yet is not overloaded, it is empty)."""
+        if self.queue_work_s <= 0:
+            return 0.0
         return self.queue_work_s / self.capacity_s if self.capacity_s > 0 else math.inf
 
 

@@ -7,12 +7,15 @@ from control_plane.routes import (
     agents,
     alerts,
     audit_trail,
+    backpressure,
     enrollment,
     health,
     kitchens,
     orders,
+    prep_times,
     skus,
     stats,
+    stock,
     tasks,
 )
 
@@ -22,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     agents.router,
     health.router,
     kitchens.router,
+    stock.router,
     skus.router,
     orders.router,
     tasks.router,
@@ -29,4 +33,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     audit_trail.router,
     enrollment.router,
     stats.router,
+    backpressure.router,
+    prep_times.router,
 )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from control_plane import auth, fleet, reconcile
+from control_plane.config import Settings
 from control_plane.deps import AdminDep, AgentDep, ServicesDep, ViewerDep
 from control_plane.errors import NotFound, SeqReused
 from control_plane.metrics import Metrics
@@ -16,6 +21,8 @@ from control_plane.views import AgentList, AgentOut
 from protocol.sync_api import EnrollRequest, EnrollResponse, SyncRequest, SyncResponse
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
+#: Guards the one-time creation of the app's sync pacer.
+_PACER_LOCK = threading.Lock()
 
 
 @router.post(
@@ -33,21 +40,72 @@ def enroll(body: EnrollRequest, services: ServicesDep) -> EnrollResponse:
     return auth.enroll(services.store, body, now=services.clock())
 
 
+def _inlined_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema with its ``$defs`` inlined, to document a body read by hand."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            rest = {key: inline(value) for key, value in node.items() if key != "$ref"}
+            return inline(defs[ref.removeprefix("#/$defs/")]) | rest
+        return {key: inline(value) for key, value in node.items()}
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+async def _sync_body(request: Request) -> SyncRequest:
+    """The body as a :class:`SyncRequest`, validated by pydantic-core straight from the bytes:
+    a catch-up batch carries thousands of events, and ``json.loads`` plus validation of the
+    resulting objects cost several times as much. Errors are the usual 422 problem."""
+    raw = await request.body()
+    try:
+        return SyncRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *error["loc"]), "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors(include_url=False)
+            ]
+        ) from exc
+
+
+SyncBody = Annotated[SyncRequest, Depends(_sync_body)]
+
+
 @router.post(
     "/sync",
     response_model=SyncResponse,
     response_model_exclude_none=True,
-    responses=errors(401, 403, 409),
+    responses=errors(401, 403, 409, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inlined_schema(SyncRequest)}},
+        }
+    },
 )
-def sync(body: SyncRequest, services: ServicesDep, agent: AgentDep) -> Response:
+def sync(agent: AgentDep, body: SyncBody, services: ServicesDep, request: Request) -> Response:
     """Heartbeat, push events, renew and receive leases and cancellations in one round trip.
 
     403 when the credential is revoked or the events are for another agent or kitchen; 409
     ``seq-reused`` (nothing applied) when an acknowledged seq comes with another event id.
     """
+    pacer = _sync_pacer(request, services.settings)
     try:
         response, stats = reconcile.sync(
-            services.store, agent, body, now=services.clock(), settings=services.settings
+            services.store,
+            agent,
+            body,
+            now=services.clock(),
+            settings=services.settings,
+            next_sync_s=pacer.observe(agent.agent_id, now=time.monotonic()),
         )
     except SeqReused:
         services.metrics.conflicts.labels("seq_reused").inc()
@@ -58,6 +116,20 @@ def sync(body: SyncRequest, services: ServicesDep, agent: AgentDep) -> Response:
     return Response(
         content=response.model_dump_json(exclude_none=True), media_type="application/json"
     )
+
+
+def _sync_pacer(request: Request, settings: Settings) -> fleet.SyncPacer:
+    """The app's :class:`~control_plane.fleet.SyncPacer`, made on first use (one per app)."""
+    pacer: fleet.SyncPacer | None = getattr(request.app.state, "sync_pacer", None)
+    if pacer is None:
+        with _PACER_LOCK:
+            pacer = getattr(request.app.state, "sync_pacer", None)
+            if pacer is None:
+                pacer = fleet.SyncPacer(
+                    budget_per_s=settings.sync_budget_per_s, cap_s=settings.sync_interval_cap_s
+                )
+                request.app.state.sync_pacer = pacer
+    return pacer
 
 
 def _count(metrics: Metrics, stats: reconcile.SyncStats) -> None:

@@ -39,7 +39,7 @@ _ORDER_BODY = {
             "description": "Accepted and planned (or the replay of an earlier answer, with"
             " `Idempotent-Replayed: true`)"
         },
-        **errors(400, 409, 422),
+        **errors(400, 409, 422, 429),
     },
 )
 async def create_order(
@@ -52,6 +52,9 @@ async def create_order(
 
     Needs an ``Idempotency-Key``: the same key and body replay the first answer; the same key
     with another body is 422 ``idempotency-key-reuse``; while the first request runs, 409.
+    Under backpressure: ``shed`` answers 429 ``orders-shed`` with ``Retry-After`` (not kept
+    under the key, so the same key may be retried); ``throttle`` refuses low priority with 422
+    ``backpressure_throttle`` and ``offered_promised_by``, a later promise that may be accepted.
     """
     if not idempotency_key or not idempotency_key.strip():
         raise IdempotencyKeyMissing(
@@ -78,14 +81,17 @@ async def create_order(
         actor=who.name,
         settings=services.settings,
         in_flight=services.in_flight,
+        planning=services.planning,
     )
     services.metrics.orders.labels(answer.outcome, answer.reason or "").inc()
-    headers = {"Idempotent-Replayed": "true"} if answer.outcome == "replayed" else None
+    headers = dict(answer.headers or {})
+    if answer.outcome == "replayed":
+        headers["Idempotent-Replayed"] = "true"
     return Response(
         content=answer.body,
         status_code=answer.status,
         media_type=answer.media_type,
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -110,6 +116,7 @@ def list_orders(
                 row,
                 now=now,
                 unreachable_after_s=services.settings.agent_unreachable_after_s,
+                prediction=services.planning.prediction(str(row["id"])),
             )
             for row in rows
         ]
@@ -119,7 +126,8 @@ def list_orders(
 
 @router.get("/{order_id}", response_model=OrderOut, responses=errors(404))
 def get_order(order_id: str, services: ServicesDep, _: ViewerDep) -> dict[str, Any]:
-    """One order with its items and prep tasks."""
+    """One order with its items, prep tasks and (once the control loop has evaluated it) its
+    SLA prediction and risk."""
     with services.store.read() as reader:
         row = reader.order(order_id)
         if row is None:
@@ -129,6 +137,7 @@ def get_order(order_id: str, services: ServicesDep, _: ViewerDep) -> dict[str, A
             row,
             now=services.clock(),
             unreachable_after_s=services.settings.agent_unreachable_after_s,
+            prediction=services.planning.prediction(order_id),
         )
 
 

@@ -101,10 +101,13 @@ def kitchen_agent(
         oven.stop()
 
 
-def order_body(minutes: float = 10) -> dict[str, Any]:
+def order_body(slack_s: float = 10) -> dict[str, Any]:
+    """Promised ``slack_s`` after transport plus cooking allow: planned just in time, the task
+    starts a few seconds from now."""
+    promised_in = timedelta(minutes=5, seconds=slack_s)
     return {
         "items": [{"sku_id": ROAST["id"], "quantity": 2}],
-        "promised_by": (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat(),
+        "promised_by": (datetime.now(UTC) + promised_in).isoformat(),
         "destination": "store-7",
         "transport_min": 5,
         "priority": "normal",
@@ -118,6 +121,13 @@ def test_order_is_cooked_end_to_end_and_the_audit_answers_who_where_when(
     with an audit trail naming the agent, the oven, the kitchen, the station and every step."""
     agent, _config = kitchen_agent
     with observe(broker.host, broker.port, KITCHEN) as bus, control_plane.client() as http:
+
+        def oven_ok() -> bool:
+            equipment = http.get(f"/v1/kitchens/{KITCHEN}/equipment").json()["equipment"]
+            return any(e["id"] == "oven-1" and e["health"] == "ok" for e in equipment)
+
+        # Registered equipment gives capacity once its device has reported in.
+        wait_until(oven_ok, timeout=30, interval=0.2, what="oven reported")
         created = http.post("/v1/orders", json=order_body(), headers={"Idempotency-Key": "o-1"})
         assert created.status_code == 201, created.text
         order = created.json()

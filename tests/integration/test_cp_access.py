@@ -63,6 +63,9 @@ ENDPOINTS = (
     Endpoint("PATCH", "/v1/kitchens/{kitchen_id}/equipment/{missing}", "admin", 404,
         {"station_id": None}),
     Endpoint("DELETE", "/v1/kitchens/{kitchen_id}/equipment/{missing}", "admin", 404),
+    Endpoint("GET", "/v1/kitchens/{kitchen_id}/stock", "viewer", 200),
+    Endpoint("POST", "/v1/kitchens/{kitchen_id}/stock/deliveries", "operator", 200, {"lines": [
+        {"ingredient": "matrix-only", "quantity": 1}]}),
     Endpoint("GET", "/v1/skus", "viewer", 200),
     Endpoint("POST", "/v1/skus", "admin", 201, {"id": "{new}", "name": "S",
         "station_id": "grill", "steps": [{"name": "c", "duration_s": 60}],
@@ -95,6 +98,11 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/audit", "viewer", 200),
     Endpoint("GET", "/v1/audit/verify", "admin", 200),
     Endpoint("GET", "/v1/stats", "viewer", 200),
+    Endpoint("GET", "/v1/backpressure", "viewer", 200),
+    Endpoint("PUT", "/v1/backpressure/overrides/{missing}", "operator", 404, {"level": "shed",
+        "reason": "test"}),
+    Endpoint("DELETE", "/v1/backpressure/overrides/{missing}", "operator", 404),
+    Endpoint("GET", "/v1/prep-times", "viewer", 200),
 )  # fmt: skip
 
 
@@ -229,7 +237,15 @@ def test_matrix_covers_every_operation(world: World) -> None:
     normalised = {
         entry.replace("{missing}", "{" + name + "}")
         for entry in listed
-        for name in ("station_id", "equipment_id", "sku_id", "order_id", "task_id", "agent_id")
+        for name in (
+            "station_id",
+            "equipment_id",
+            "sku_id",
+            "order_id",
+            "task_id",
+            "agent_id",
+            "scope",
+        )
     } | listed
     assert documented <= normalised, sorted(documented - normalised)
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import chaos_count
 from tests.harness import ControlPlane, wait_until
-from tests.integration.test_cp_api import order_body, ready_kitchen
+from tests.integration.test_cp_api import order_body, setup_kitchen, setup_sku
 
 CLIENTS = 6
 
@@ -57,7 +57,11 @@ def keep_ordering(
 
 @pytest.fixture
 def kitchen_cp(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    with ready_kitchen(control_plane):
+    """Kitchen k1 (64 slots) and a burger that keeps a day: every order of the run (all with
+    the same promise, planned just in time) finds a slot, so each one is accepted."""
+    with control_plane.client() as client:
+        setup_kitchen(client, slots=64)
+        setup_sku(client, freshness_min=24 * 60)
         yield control_plane
 
 

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from protocol.events import EventType
 from protocol.sync_api import LeaseRenewal
 from tests.fixtures_cp import StartControlPlane
 from tests.harness import ControlPlane, wait_until
 from tests.integration.test_cp_api import order_body, place_order, ready_kitchen, setup_sku
 from tests.integration.test_cp_sync import done, enrolled_agent, leased_order, started
+
+
+@pytest.fixture
+def control_plane(start_control_plane: StartControlPlane) -> ControlPlane:
+    """A real ``brigade serve`` placing tasks as early as possible: these tests are about
+    leases and sync, so an order's task must be leasable (and due to start) at once."""
+    return start_control_plane(planning_mode="asap")
 
 
 def test_stations_and_equipment_have_a_full_lifecycle(control_plane: ControlPlane) -> None:
@@ -110,7 +119,7 @@ def test_stranded_task_waits_for_an_operator_and_the_old_lease_is_fenced(
 ) -> None:
     """A silent agent's started task is listed as stranded and stays put; the operator's
     reassignment fences the old lease, so its late completion is a conflict, never applied."""
-    server = start_control_plane(agent_unreachable_after_s=1)
+    server = start_control_plane(agent_unreachable_after_s=1, planning_mode="asap")
     with ready_kitchen(server) as client:
         agent, order_id, lease = leased_order(server, client)
         agent.sync([started(agent, lease)])

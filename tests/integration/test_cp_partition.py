@@ -17,7 +17,7 @@ def test_agent_back_from_a_partition_with_a_shuffled_outbox_reconciles_exactly(
     """Events arrive out of order, duplicated and with a gap: each is applied once, the gap is
     asked for again, the end state is right, the reconnect is summarised in audit and metrics,
     and the audit chain still verifies."""
-    server = start_control_plane(agent_unreachable_after_s=1)
+    server = start_control_plane(agent_unreachable_after_s=1, planning_mode="asap")
     with ready_kitchen(server) as client:
         agent, order_id, lease = leased_order(server, client)
         agent_id = agent.identity.agent_id

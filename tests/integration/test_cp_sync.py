@@ -103,6 +103,13 @@ class ScriptedAgent:
 
 
 @pytest.fixture
+def control_plane(start_control_plane: StartControlPlane) -> ControlPlane:
+    """A real ``brigade serve`` placing tasks as early as possible: these tests are about
+    leases and sync, so an order's task must be leasable (and due to start) at once."""
+    return start_control_plane(planning_mode="asap")
+
+
+@pytest.fixture
 def kitchen(control_plane: ControlPlane) -> Iterator[httpx.Client]:
     """An admin client of a control plane with kitchen k1 and SKU burger."""
     with ready_kitchen(control_plane) as client:
@@ -340,7 +347,7 @@ def test_audit_answer_says_who_where_when_and_why_late(
     The box's clock runs 1000 s ahead; the server corrects it, so the start lands moments after
     it was planned, not 1000 s later (every delay is reported: tolerance 0).
     """
-    control_plane = start_control_plane(delay_tolerance_s=0)
+    control_plane = start_control_plane(delay_tolerance_s=0, planning_mode="asap")
     with ready_kitchen(control_plane) as kitchen:
         agent, order_id, lease = leased_order(control_plane, kitchen, skew_s=1000)
         step = agent.event(

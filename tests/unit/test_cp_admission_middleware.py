@@ -10,11 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from control_plane.admission_middleware import (
     TRAFFIC_CLASSES,
     AdmissionMiddleware,
+    budgets_from,
     traffic_class,
 )
 from control_plane.app import create_app
@@ -223,6 +224,7 @@ def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path
         admission_read_limit=1,
         admission_write_limit=1,
         admission_min_limit=1,
+        admission_intake_min_limit=1,
     )
     store = Store.open(settings.db_path)
     answers: dict[str, httpx.Response] = {}
@@ -265,3 +267,95 @@ def test_admission_limits_must_lie_between_floor_and_ceiling(tmp_path: Path) -> 
     """A class limit below the floor is refused when the settings are built."""
     with pytest.raises(ValueError, match="admission_read_limit"):
         Settings(db_path=tmp_path / "cp.db", admission_read_limit=8, admission_min_limit=16)
+
+
+def test_intake_has_its_own_floor_and_every_class_the_tolerance(tmp_path: Path) -> None:
+    """Intake may shrink to BRIGADE_ADMISSION_INTAKE_MIN_LIMIT, the other classes to
+    BRIGADE_ADMISSION_MIN_LIMIT; all judge latency by BRIGADE_ADMISSION_LATENCY_TOLERANCE."""
+    settings = Settings(
+        db_path=tmp_path / "cp.db",
+        admission_intake_min_limit=3,
+        admission_min_limit=40,
+        admission_latency_tolerance=2.5,
+    )
+    budgets = budgets_from(settings)
+    assert budgets["intake"].min_limit == 3
+    assert {budgets[name].min_limit for name in ("sync", "read", "write")} == {40}
+    assert {b.tolerance for b in budgets.values()} == {2.5}
+
+
+def test_an_intake_limit_below_its_floor_is_refused(tmp_path: Path) -> None:
+    """The intake limit is checked against the intake floor when the settings are built."""
+    with pytest.raises(ValueError, match="admission_intake_min_limit"):
+        Settings(db_path=tmp_path / "cp.db", admission_intake_limit=2, admission_intake_min_limit=4)
+
+
+def test_slow_answers_measured_by_the_middleware_cut_the_limit() -> None:
+    """The middleware times each admitted request on its clock and feeds it back: rounds of
+    requests that fill the class and each take a second (over the absolute target) shrink
+    its limit, so the next burst is refused sooner; the other classes keep theirs."""
+    clock = [0.0]
+    barrier: list[asyncio.Barrier] = []
+
+    async def slow_kitchen(scope: Scope, receive: Receive, send: Send) -> None:
+        await barrier[0].wait()  # the whole round is in progress before any finishes
+        clock[0] += 1.0
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    budgets = {name: ClassBudget(initial=8, min_limit=1) for name in TRAFFIC_CLASSES}
+    middleware = AdmissionMiddleware(
+        slow_kitchen, metrics=Metrics(), budgets=budgets, monotonic=lambda: clock[0]
+    )
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            for _ in range(4):
+                size = int(middleware.state.classes["intake"].limit)
+                barrier[:] = [asyncio.Barrier(size)]
+                answers = await asyncio.wait_for(
+                    asyncio.gather(*(client.post("/v1/orders", json={}) for _ in range(size))),
+                    DEADLINE_S,
+                )
+                assert {a.status_code for a in answers} == {201}
+
+    asyncio.run(main())
+    limits = {name: c.limit for name, c in middleware.state.classes.items()}
+    assert limits["intake"] <= 8 * budgets["intake"].backoff
+    assert limits["read"] == limits["sync"] == limits["write"] == 8
+
+
+def test_refusals_are_built_once_and_never_share_headers_with_the_next() -> None:
+    """The 503's headers and body are built once per class and Retry-After; what the
+    middlewares outside add to one refusal (a request id) never leaks into the next."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def stamp_request_id(scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-request-id", b"r"))
+                seen.append(list(message["headers"]))
+            await send(message)
+
+        await refusing(scope, receive, stamped)
+
+    kitchen = Kitchen()
+    budgets = {name: ClassBudget(initial=1, min_limit=1) for name in TRAFFIC_CLASSES}
+    refusing = AdmissionMiddleware(kitchen, metrics=Metrics(), budgets=budgets)
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=stamp_request_id)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            held = await hold(client, kitchen, "POST", "/v1/orders")
+            first = await client.post("/v1/orders", json={})
+            second = await client.post("/v1/orders", json={})
+            kitchen.go_on.set()
+            await held
+        assert first.status_code == second.status_code == 503
+        assert first.content == second.content
+
+    asyncio.run(main())
+    refusals = [h for h in seen if (b"retry-after", b"1") in h]
+    assert len(refusals) == 2
+    assert all(sum(name == b"x-request-id" for name, _ in h) == 1 for h in refusals)

@@ -19,7 +19,13 @@ T0 = 1_800_000_000.0
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(db_path=tmp_path / "cp.db", start_by_grace_s=120, lease_horizon_s=600)
+    # Tasks placed as early as possible, so the order's task is leasable at once.
+    return Settings(
+        db_path=tmp_path / "cp.db",
+        start_by_grace_s=120,
+        lease_horizon_s=600,
+        planning_mode="asap",
+    )
 
 
 @pytest.fixture
@@ -51,7 +57,7 @@ def store(settings: Settings) -> Store:
     order = OrderCreate.model_validate(
         {
             "items": [{"sku_id": "burger", "quantity": 1}],
-            "promised_by": datetime.fromtimestamp(T0 + 3600, UTC).isoformat(),
+            "promised_by": datetime.fromtimestamp(T0 + 1200, UTC).isoformat(),
             "destination": "store-1",
         }
     )

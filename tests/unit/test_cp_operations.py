@@ -38,6 +38,8 @@ def settings(tmp_path: Path) -> Settings:
         start_by_grace_s=120,
         lease_horizon_s=600,
         agent_unreachable_after_s=UNREACHABLE_AFTER_S,
+        # Tasks placed as early as possible, so an order's task is leasable at once.
+        planning_mode="asap",
     )
 
 
@@ -62,11 +64,11 @@ def store(settings: Settings) -> Store:
 
 
 def place(store: Store, settings: Settings, *, now: float = T0) -> str:
-    """Place a one-burger order due in an hour; returns its id."""
+    """Place a one-burger order due in 20 minutes; returns its id."""
     order = OrderCreate.model_validate(
         {
             "items": [{"sku_id": "burger", "quantity": 1}],
-            "promised_by": datetime.fromtimestamp(now + 3600, UTC).isoformat(),
+            "promised_by": datetime.fromtimestamp(now + 1200, UTC).isoformat(),
             "destination": "store-1",
         }
     )
@@ -248,7 +250,7 @@ def test_cancelling_an_order_whose_food_is_done_records_waste_at_once(
     order = OrderCreate.model_validate(
         {
             "items": [{"sku_id": "burger", "quantity": 1}, {"sku_id": "burger", "quantity": 2}],
-            "promised_by": datetime.fromtimestamp(T0 + 3600, UTC).isoformat(),
+            "promised_by": datetime.fromtimestamp(T0 + 1200, UTC).isoformat(),
             "destination": "store-1",
         }
     )

@@ -187,3 +187,13 @@ def test_kitchen_signals_count_failed_equipment_and_inactive_kitchens() -> None:
     fleet = fleet_signals({"k1": degraded, "k2": paused})
     assert fleet.queue_work_s == 1800.0
     assert fleet.capacity_s == degraded.capacity_s
+
+
+def test_no_work_is_no_load_even_without_capacity() -> None:
+    """A kitchen whose equipment has not reported yet (no healthy slot) and has no work stays
+    normal on load; the same kitchen with work queued is overloaded."""
+    empty = Signals(queue_work_s=0.0, capacity_s=0.0)
+    assert empty.load == 0.0
+    state, decisions = step(BackpressureState(), 0.0, {"k1": empty})
+    assert decisions["k1"].level == "normal"
+    assert Signals(queue_work_s=60.0, capacity_s=0.0).load == float("inf")

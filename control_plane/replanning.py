@@ -1,0 +1,240 @@
+"""Re-planning in the control loop: when a kitchen is paused, taken offline or goes quiet, or
+its equipment fails, its tasks that cannot have started move (SPEC guarantee 3).
+
+The decision is :func:`control_plane.planning.replan.replan`'s; this module only gathers its
+input from a tick's :class:`~control_plane.loop_inputs.LoopInputs` and applies its result inside
+one write transaction:
+
+- a move is applied only if the task is still in the state and under the fencing token the
+  decision was made on (a compare-and-set): a task the kitchen leased or started meanwhile is
+  left alone, and the next tick decides again. The move bumps the fencing token, so nothing
+  reported under an older lease can ever apply to it;
+- a task that may have started on an unreachable kitchen is *flagged* ``stranded_unreachable``
+  (audited once, never moved: moving it is the operator's reassignment); one with nowhere to go
+  is flagged ``no_feasible_kitchen``. Flags clear when the condition does.
+
+Only tasks of *affected* kitchens are handed to the core; every other kitchen's open work is
+passed as bookings, so it keeps its slots and only capacity left over is offered to moved work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+
+from control_plane import audit
+from control_plane.loop_inputs import LoopInputs, OpenTask
+from control_plane.planning.prep_times import PrepTimeModel
+from control_plane.planning.replan import (
+    ReplanResult,
+    ReplanSettings,
+    TaskMove,
+    TaskSnapshot,
+    lost_contact,
+    replan,
+)
+from control_plane.planning.world import Booking, KitchenSpec, World
+from control_plane.store import Writer
+
+STRANDED = "stranded_unreachable"
+
+
+def affected(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> str | None:
+    """Why a kitchen's queued work needs re-planning (``None``: it does not)."""
+    if kitchen.status != "active":
+        return f"kitchen_{kitchen.status}"
+    if lost_contact(kitchen, now, settings):
+        return "kitchen_unreachable"
+    if any(kitchen.effective_slots(s.station_id) < s.slots for s in kitchen.stations):
+        return "equipment_failed"
+    return None
+
+
+def trigger(inputs: LoopInputs, settings: ReplanSettings) -> Hashable:
+    """What re-planning depends on beyond the clock: each affected kitchen and why, and the
+    state and lease of each of their tasks. While it is unchanged, re-planning again would
+    only retry tasks that found no place, so the loop does that at an interval."""
+    reasons = {
+        k.kitchen_id: why
+        for k in inputs.kitchens
+        if (why := affected(k, inputs.now, settings)) is not None
+    }
+    tasks = frozenset(
+        (t.task_id, t.state, t.fencing_token) for t in inputs.tasks if t.kitchen_id in reasons
+    )
+    return (tuple(sorted(reasons.items())), tasks)
+
+
+@dataclass(frozen=True)
+class ReplanPlan:
+    """The core's result and the flags every open task should carry after it."""
+
+    result: ReplanResult
+    flags: Mapping[str, str]
+
+
+def plan_replan(
+    inputs: LoopInputs, prep: PrepTimeModel, settings: ReplanSettings
+) -> ReplanPlan | None:
+    """Run the core over the affected kitchens' tasks; ``None`` when no kitchen is affected."""
+    now = inputs.now
+    hit = {k.kitchen_id for k in inputs.kitchens if affected(k, now, settings) is not None}
+    if not hit:
+        return None
+    promised = {o.order_id: o.promised_by for o in inputs.orders}
+    snapshots: list[TaskSnapshot] = []
+    bookings: list[Booking] = []
+    for task in inputs.tasks:
+        sku = inputs.skus.get(task.sku_id)
+        nominal = sku.duration_s if sku else task.duration_s
+        p90 = prep.estimate(task.kitchen_id, task.sku_id, nominal_s=nominal).p90_s
+        if task.kitchen_id not in hit:
+            start = task.started_at if task.started_at is not None else task.start_after
+            end = max(task.planned_finish or 0.0, start + p90)
+            bookings.append(Booking(task.kitchen_id, task.station_id, start, end, task.task_id))
+            continue
+        snapshots.append(_snapshot(task, p90, promised, sku.freshness_window_min if sku else 0))
+    world = World(inputs.kitchens, inputs.skus, tuple(bookings), prep)
+    result = replan(now, snapshots, world, settings)
+    flags = {f.task_id: f.reason for f in (*result.stranded, *result.unplaceable)}
+    return ReplanPlan(result, flags)
+
+
+def _snapshot(
+    task: OpenTask, p90_s: float, promised: Mapping[str, float], freshness_min: float
+) -> TaskSnapshot:
+    promises = [promised[o] for o in task.order_ids if o in promised]
+    # Food must not be ready before the earliest handover it serves can still take it fresh.
+    fresh_from = max(promises) - freshness_min * 60.0 if promises and freshness_min else -math.inf
+    return TaskSnapshot(
+        task_id=task.task_id,
+        kitchen_id=task.kitchen_id,
+        station_id=task.station_id,
+        sku_id=task.sku_id,
+        quantity=task.quantity,
+        state=task.state,
+        planned_start=task.start_after,
+        planned_finish=task.planned_finish
+        if task.planned_finish is not None
+        else task.start_after + p90_s,
+        finish_by=task.finish_by,
+        fresh_from=min(fresh_from, task.finish_by),
+        ever_leased=task.fencing_token > 0,
+        start_by=task.start_by,
+    )
+
+
+@dataclass(frozen=True)
+class AppliedReplan:
+    """What one transaction changed: moves applied, moves skipped (the task changed since it
+    was read), flags raised and cleared."""
+
+    moved: tuple[TaskMove, ...]
+    skipped: tuple[str, ...]
+    flagged: tuple[tuple[str, str], ...]
+    unflagged: tuple[str, ...]
+
+
+def apply_replan(
+    tx: Writer, inputs: LoopInputs, plan: ReplanPlan | None, *, now: float
+) -> AppliedReplan:
+    """Apply moves and flag changes inside ``tx`` (see the module docstring)."""
+    tasks = {t.task_id: t for t in inputs.tasks}
+    moved: list[TaskMove] = []
+    skipped: list[str] = []
+    for move in plan.result.moves if plan else ():
+        task = tasks[move.task_id]
+        changed = tx.replan_task(
+            task_id=move.task_id,
+            expected_state=task.state,
+            expected_fencing_token=task.fencing_token,
+            kitchen_id=move.to_kitchen_id,
+            station_id=move.station_id,
+            start_after=move.planned_start,
+            predicted_ready_at=move.predicted_ready_at,
+            planned_finish=move.planned_finish,
+            at=now,
+        )
+        if not changed:
+            skipped.append(move.task_id)
+            continue
+        moved.append(move)
+        _record_move(tx, task, move, now=now)
+    wanted = dict(plan.flags) if plan else {}
+    flagged: list[tuple[str, str]] = []
+    for task_id, reason in sorted(wanted.items()):
+        flagged_task = tasks.get(task_id)
+        if flagged_task is None or flagged_task.flag_reason == reason:
+            continue
+        tx.set_task_flag(task_id=task_id, reason=reason, at=now)
+        flagged.append((task_id, reason))
+        _record_flag(tx, flagged_task, reason, now=now)
+    moved_ids = {m.task_id for m in moved}
+    unflagged = sorted(
+        task_id for task_id in inputs.flagged if task_id not in wanted and task_id not in moved_ids
+    )
+    for task_id in unflagged:
+        tx.set_task_flag(task_id=task_id, reason=None, at=None)
+    return AppliedReplan(tuple(moved), tuple(skipped), tuple(flagged), tuple(unflagged))
+
+
+def _record_move(tx: Writer, task: OpenTask, move: TaskMove, *, now: float) -> None:
+    for order_id in task.order_ids:
+        order = tx.order(order_id)
+        if order is not None and order["kitchen_id"] != move.to_kitchen_id:
+            elsewhere = [
+                t
+                for t in tx.tasks_of_order(order_id)
+                if t["state"] in ("planned", "leased", "started")
+                and t["kitchen_id"] != move.to_kitchen_id
+            ]
+            if not elsewhere:
+                tx.set_order_kitchen(order_id=order_id, kitchen_id=move.to_kitchen_id, at=now)
+        audit.append(
+            tx,
+            at=now,
+            actor_type="system",
+            actor_id="replanner",
+            action="task.replanned",
+            subject_type="task",
+            subject_id=task.task_id,
+            order_id=order_id,
+            kitchen_id=move.to_kitchen_id,
+            station_id=move.station_id,
+            reason=move.reason,
+            details={
+                "from_kitchen_id": move.from_kitchen_id,
+                "to_kitchen_id": move.to_kitchen_id,
+                "previous_state": task.state,
+                "previous_fencing_token": task.fencing_token,
+                "fencing_token": task.fencing_token + 1,
+                "start_after": move.planned_start,
+                "predicted_ready_at": move.predicted_ready_at,
+                "planned_finish": move.planned_finish,
+            },
+        )
+
+
+def _record_flag(tx: Writer, task: OpenTask, reason: str, *, now: float) -> None:
+    for order_id in task.order_ids or (None,):
+        audit.append(
+            tx,
+            at=now,
+            actor_type="system",
+            actor_id="replanner",
+            action="task.stranded" if reason == STRANDED else "task.unplaceable",
+            subject_type="task",
+            subject_id=task.task_id,
+            order_id=order_id,
+            kitchen_id=task.kitchen_id,
+            station_id=task.station_id,
+            reason=reason,
+            details={
+                "state": task.state,
+                "lease_agent_id": task.lease_agent_id,
+                "fencing_token": task.fencing_token,
+                # Never moved by the control plane: it may be cooking; an operator decides.
+                "moved": False,
+            },
+        )

@@ -1,0 +1,260 @@
+"""Kitchen ingredient stock: reservations at intake, release on cancellation, deliveries, alerts.
+
+An ingredient a kitchen has a ``kitchen_stock`` row for is *tracked*; anything else is not
+limited. Taking stock is one conditional statement (``quantity = quantity - ? WHERE quantity >=
+?``), never a read followed by a write, so concurrent intakes cannot oversell even across
+processes sharing the store. Each reservation is recorded per order and task, and released at
+most once (``released_at``), so cancelling twice gives nothing back twice.
+
+A tracked ingredient that falls below its low-water mark raises one ``low_stock`` alert (in the
+alerts list, audited); it is raised again only after stock has come back to the mark.
+
+>>> view = stock_view(reader, "k1")                                    # doctest: +SKIP
+>>> view["items"][0]["ingredient"], view["items"][0]["low"]            # doctest: +SKIP
+('chicken-thigh', False)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from control_plane import audit
+from control_plane.audit import iso
+from control_plane.errors import NotFound
+from control_plane.queries import Reader
+from control_plane.schemas import StockDelivery
+from control_plane.store import Store, Writer
+
+#: The ``agent_id`` of alerts the control plane raises itself (alerts are keyed by agent).
+CONTROL_PLANE_SOURCE = "control-plane"
+LOW_STOCK = "low_stock"
+
+
+class OutOfStock(Exception):
+    """A conditional decrement found less than needed (the reservation is rolled back)."""
+
+    def __init__(self, ingredients: list[str]) -> None:
+        super().__init__(", ".join(ingredients))
+        self.ingredients = ingredients
+
+
+def item_view(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "ingredient": row["ingredient"],
+        "quantity": row["quantity"],
+        "low_water_mark": row["low_water_mark"],
+        "low": row["quantity"] < row["low_water_mark"],
+        "low_alerted_at": iso(row["low_alerted_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def stock_view(reader: Reader, kitchen_id: str) -> dict[str, Any]:
+    """A kitchen's tracked ingredients; :class:`NotFound` for an unknown kitchen."""
+    if reader.kitchen(kitchen_id) is None:
+        raise NotFound(f"no kitchen {kitchen_id!r}")
+    return {
+        "kitchen_id": kitchen_id,
+        "items": [item_view(row) for row in reader.kitchen_stock(kitchen_id)],
+    }
+
+
+def reserve(
+    tx: Writer,
+    *,
+    order_id: str,
+    kitchen_id: str,
+    task_needs: Mapping[str, Mapping[str, float]],
+    now: float,
+) -> list[str]:
+    """Take what each task needs of the kitchen's *tracked* ingredients and record it.
+
+    ``task_needs`` maps task id to ``{ingredient: amount}``. All or nothing: if any ingredient
+    is short, every decrement is rolled back and :class:`OutOfStock` names the short ones.
+    Returns the ingredients taken (to check against their low-water marks). The order row must
+    exist already (reservations refer to it).
+    """
+    tracked = {str(row["ingredient"]) for row in tx.kitchen_stock(kitchen_id)}
+    totals: dict[str, float] = {}
+    for needs in task_needs.values():
+        for ingredient, amount in needs.items():
+            if ingredient in tracked and amount > 0:
+                totals[ingredient] = totals.get(ingredient, 0.0) + amount
+    if not totals:
+        return []
+    with tx.savepoint():
+        short = [
+            ingredient
+            for ingredient in sorted(totals)
+            if tx.take_stock(
+                kitchen_id=kitchen_id, ingredient=ingredient, quantity=totals[ingredient], at=now
+            )
+            == 0
+        ]
+        if short:
+            raise OutOfStock(short)
+        for task_id in sorted(task_needs):
+            for ingredient, amount in sorted(task_needs[task_id].items()):
+                if ingredient in totals and amount > 0:
+                    tx.insert_stock_reservation(
+                        order_id=order_id,
+                        task_id=task_id,
+                        kitchen_id=kitchen_id,
+                        ingredient=ingredient,
+                        quantity=amount,
+                        reserved_at=now,
+                    )
+    return sorted(totals)
+
+
+def release(
+    tx: Writer, *, order_id: str, task_ids: Iterable[str], now: float, actor: str
+) -> dict[str, float]:
+    """Give back what the order reserved for ``task_ids`` (tasks that were never started);
+    each reservation at most once. Returns ``{ingredient: amount}`` given back (audited)."""
+    wanted = set(task_ids)
+    given: dict[tuple[str, str], float] = {}
+    for row in tx.stock_reservations_of_order(order_id):
+        if row["task_id"] not in wanted or row["released_at"] is not None:
+            continue
+        if not tx.release_stock_reservation(
+            order_id=order_id, task_id=row["task_id"], ingredient=row["ingredient"], at=now
+        ):
+            continue
+        kitchen_id, ingredient = str(row["kitchen_id"]), str(row["ingredient"])
+        tx.add_stock(
+            kitchen_id=kitchen_id,
+            ingredient=ingredient,
+            quantity=float(row["quantity"]),
+            low_water_mark=None,
+            at=now,
+        )
+        given[kitchen_id, ingredient] = given.get((kitchen_id, ingredient), 0.0) + float(
+            row["quantity"]
+        )
+    for (kitchen_id, ingredient), amount in sorted(given.items()):
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="stock.released",
+            subject_type="ingredient",
+            subject_id=f"{kitchen_id}/{ingredient}",
+            order_id=order_id,
+            kitchen_id=kitchen_id,
+            reason="order_cancelled",
+            details={"ingredient": ingredient, "quantity": amount},
+        )
+        _rearm_low_stock(tx, kitchen_id=kitchen_id, ingredient=ingredient, now=now, actor=actor)
+    return {ingredient: amount for (_, ingredient), amount in sorted(given.items())}
+
+
+def raise_low_stock_alerts(
+    tx: Writer, *, kitchen_id: str, ingredients: Iterable[str], now: float
+) -> int:
+    """Raise one ``low_stock`` alert per ingredient that just fell below its mark (once until
+    restocked); returns how many were raised."""
+    raised = 0
+    for ingredient in ingredients:
+        if not tx.mark_stock_low(kitchen_id=kitchen_id, ingredient=ingredient, at=now):
+            continue
+        row = tx.stock_item(kitchen_id, ingredient)
+        assert row is not None
+        alert_id = f"low-stock-{uuid.uuid4().hex[:16]}"
+        message = (
+            f"{ingredient} at kitchen {kitchen_id} is low: {row['quantity']:g} left,"
+            f" below the mark of {row['low_water_mark']:g}"
+        )
+        tx.insert_alert(
+            agent_id=CONTROL_PLANE_SOURCE,
+            alert_id=alert_id,
+            kitchen_id=kitchen_id,
+            kind=LOW_STOCK,
+            severity="warning",
+            device_id=None,
+            message=message,
+            value=float(row["quantity"]),
+            limit_value=float(row["low_water_mark"]),
+            raised_at=now,
+        )
+        audit.append(
+            tx,
+            at=now,
+            actor_type="system",
+            actor_id="stock",
+            action="stock.low",
+            subject_type="ingredient",
+            subject_id=f"{kitchen_id}/{ingredient}",
+            kitchen_id=kitchen_id,
+            reason=LOW_STOCK,
+            details={
+                "alert_id": alert_id,
+                "quantity": row["quantity"],
+                "low_water_mark": row["low_water_mark"],
+            },
+        )
+        raised += 1
+    return raised
+
+
+def _rearm_low_stock(
+    tx: Writer, *, kitchen_id: str, ingredient: str, now: float, actor: str
+) -> None:
+    if tx.clear_stock_low(kitchen_id=kitchen_id, ingredient=ingredient):
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="stock.low_cleared",
+            subject_type="ingredient",
+            subject_id=f"{kitchen_id}/{ingredient}",
+            kitchen_id=kitchen_id,
+            details={"ingredient": ingredient},
+        )
+
+
+def deliver(
+    store: Store, kitchen_id: str, delivery: StockDelivery, *, now: float, actor: str
+) -> dict[str, Any]:
+    """Add a delivery to a kitchen's stock (audited); an ingredient new to the kitchen is
+    tracked from now on. Stock back at its mark re-arms the low-stock alert."""
+    with store.write() as tx:
+        if tx.kitchen(kitchen_id) is None:
+            raise NotFound(f"no kitchen {kitchen_id!r}")
+        for line in delivery.lines:
+            tx.add_stock(
+                kitchen_id=kitchen_id,
+                ingredient=line.ingredient,
+                quantity=line.quantity,
+                low_water_mark=line.low_water_mark,
+                at=now,
+            )
+        audit.append(
+            tx,
+            at=now,
+            actor_type="operator",
+            actor_id=actor,
+            action="stock.delivered",
+            subject_type="kitchen",
+            subject_id=kitchen_id,
+            kitchen_id=kitchen_id,
+            details={
+                "note": delivery.note,
+                "lines": [line.model_dump(mode="json") for line in delivery.lines],
+            },
+        )
+        for ingredient in sorted({line.ingredient for line in delivery.lines}):
+            _rearm_low_stock(tx, kitchen_id=kitchen_id, ingredient=ingredient, now=now, actor=actor)
+        # A delivery below the mark (e.g. a new ingredient) is low from the start.
+        raise_low_stock_alerts(
+            tx,
+            kitchen_id=kitchen_id,
+            ingredients=sorted({line.ingredient for line in delivery.lines}),
+            now=now,
+        )
+        return stock_view(tx, kitchen_id)

@@ -1,0 +1,568 @@
+"""The control loop over a real SQLite store with a controlled clock: prep-time learning, SLA
+alerts, backpressure overrides and re-planning, each written once and published."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from control_plane import audit, backpressure_overrides
+from control_plane.config import Settings
+from control_plane.control_loop import ControlLoop
+from control_plane.loop_inputs import read_inputs
+from control_plane.metrics import Metrics
+from control_plane.planning.replan import ReplanSettings
+from control_plane.planning_state import PlanningState
+from control_plane.prep_times_view import prep_times_view
+from control_plane.replanning import apply_replan, plan_replan
+from control_plane.store import Store, Writer
+
+T0 = 1_800_000_000.0
+UNREACHABLE_S = 120.0
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        db_path=tmp_path / "cp.db",
+        agent_unreachable_after_s=UNREACHABLE_S,
+        backpressure_min_dwell_s=0,
+        sla_clear_margin_s=60,
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    """Kitchens k1 and k2 (one grill slot each, an agent each that synced at T0), SKU burger
+    (600 s, 60 min fresh)."""
+    instance = Store.open(settings.db_path)
+    with instance.write() as tx:
+        for kitchen_id in ("k1", "k2"):
+            tx.insert_kitchen(
+                kitchen_id=kitchen_id,
+                name=kitchen_id,
+                timezone="UTC",
+                location=None,
+                status="active",
+                created_at=T0,
+            )
+            tx.insert_station(kitchen_id=kitchen_id, station_id="grill", name="Grill", slots=1)
+            tx.insert_agent(
+                agent_id=f"agent-{kitchen_id}",
+                kitchen_id=kitchen_id,
+                name="box",
+                credential_hash=f"hash-{kitchen_id}",
+                agent_version="1",
+                enrolled_at=T0,
+            )
+        tx.insert_sku(
+            sku_id="burger",
+            name="Burger",
+            station_id="grill",
+            recipe_steps_json="[]",
+            total_duration_s=600.0,
+            freshness_window_min=60,
+            priority="normal",
+            hold="hot",
+            created_at=T0,
+        )
+    heartbeat(instance, "k1", T0)
+    heartbeat(instance, "k2", T0)
+    yield instance
+    instance.close()
+
+
+def heartbeat(store: Store, kitchen_id: str, at: float) -> None:
+    with store.write() as tx:
+        tx.record_heartbeat(
+            agent_id=f"agent-{kitchen_id}",
+            last_seen_at=at,
+            clock_offset_s=0.0,
+            clock_offset_measured_at=at,
+            clock_samples=1,
+            agent_version="1",
+            outbox_depth=0,
+            reconnect_json=None,
+        )
+
+
+def add_order(
+    tx: Writer,
+    order_id: str,
+    task_id: str,
+    *,
+    kitchen_id: str = "k1",
+    promised_by: float,
+    start_after: float = T0,
+) -> None:
+    """An order of one burger and its planned task."""
+    tx.insert_order(
+        order_id=order_id,
+        idempotency_key=order_id,
+        status="planned",
+        reason=None,
+        kitchen_id=kitchen_id,
+        promised_by=promised_by,
+        destination="store",
+        transport_min=0.0,
+        priority="normal",
+        predicted_ready_at=start_after + 600,
+        created_at=T0,
+    )
+    tx.insert_order_item(order_id=order_id, line=0, sku_id="burger", quantity=1)
+    tx.insert_task(
+        task_id=task_id,
+        kitchen_id=kitchen_id,
+        station_id="grill",
+        sku_id="burger",
+        quantity=1,
+        duration_s=600.0,
+        start_after=start_after,
+        finish_by=promised_by,
+        predicted_ready_at=start_after + 600,
+        created_at=T0,
+    )
+    tx.link_task_order(task_id=task_id, order_id=order_id)
+
+
+def complete(store: Store, task_id: str, *, started_at: float, finished_at: float) -> None:
+    """A task leased, started and done, with its ``task.done`` audit record."""
+    with store.write() as tx:
+        task = tx.task(task_id)
+        assert task is not None
+        tx.lease_task(
+            task_id=task_id,
+            agent_id=f"agent-{task['kitchen_id']}",
+            fencing_token=1,
+            leased_at=started_at,
+            start_by=started_at + 60,
+        )
+        tx.set_task_started(task_id=task_id, started_at=started_at, at=started_at)
+        tx.set_task_finished(
+            task_id=task_id, state="done", finished_at=finished_at, failure_reason=None, at=T0
+        )
+        audit.append(
+            tx,
+            at=finished_at,
+            actor_type="agent",
+            actor_id=f"agent-{task['kitchen_id']}",
+            action="task.done",
+            subject_type="task",
+            subject_id=task_id,
+            kitchen_id=task["kitchen_id"],
+        )
+
+
+def loop_of(store: Store, settings: Settings, clock: Clock) -> tuple[ControlLoop, PlanningState]:
+    planning = PlanningState()
+    loop = ControlLoop(
+        store=store, settings=settings, metrics=Metrics(), planning=planning, clock=clock
+    )
+    return loop, planning
+
+
+def actions(store: Store, action: str) -> list[dict[str, object]]:
+    with store.read() as reader:
+        rows = reader.audit_page(after_seq=0, limit=1000, action=action)
+    return [dict(row) | {"details": json.loads(row["details_json"])} for row in rows]
+
+
+def test_each_completion_is_learned_once_including_late_reports(
+    store: Store, settings: Settings
+) -> None:
+    """Completions are observed once each, a late-reported one too, and a restarted loop
+    rebuilds the same model from the store."""
+    with store.write() as tx:
+        for n in range(7):
+            add_order(tx, f"o{n}", f"t{n}", promised_by=T0 + 7200)
+    for n in range(6):
+        complete(store, f"t{n}", started_at=T0 + n * 1000, finished_at=T0 + n * 1000 + 500)
+    clock = Clock(T0 + 10_000)
+    loop, planning = loop_of(store, settings, clock)
+    first, again = loop.tick(), loop.tick()
+    # Reported late: it happened before the others but arrives after them.
+    complete(store, "t6", started_at=T0 - 5000, finished_at=T0 - 4500)
+    late = loop.tick()
+    estimate = planning.prep_model().estimate("k1", "burger", nominal_s=600.0)
+    restarted, restarted_planning = loop_of(store, settings, clock)
+    restarted.tick()
+    rebuilt = restarted_planning.prep_model().estimate("k1", "burger", nominal_s=600.0)
+    assert (first.completions_learned, again.completions_learned) == (6, 0)
+    assert late.completions_learned == 1
+    assert (estimate.p50_s, estimate.source, estimate.samples) == (500.0, "kitchen_sku", 7)
+    assert rebuilt == estimate
+
+
+def test_sla_alert_is_raised_with_lead_and_cause_then_cleared_once(
+    store: Store, settings: Settings
+) -> None:
+    """An order queued behind another misses its promise: one alert with its lead time and
+    cause, audited; once the queue clears, the alert is resolved and that is audited too."""
+    with store.write() as tx:
+        add_order(tx, "o-first", "t-a", promised_by=T0 + 1200)
+        add_order(tx, "o-late", "t-b", promised_by=T0 + 900)
+    loop, planning = loop_of(store, settings, Clock(T0))
+    raised, repeated = loop.tick(), loop.tick()
+    prediction = planning.prediction("o-late")
+    with store.read() as reader:
+        (alert,) = reader.open_alerts_of_kind("sla_at_risk")
+    with store.write() as tx:
+        tx.cancel_task(task_id="t-a", reason="order_cancelled", at=T0)
+    cleared = loop.tick()
+    with store.read() as reader:
+        still_open = reader.open_alerts_of_kind("sla_at_risk")
+    (raise_record,) = actions(store, "order.sla_at_risk")
+    (clear_record,) = actions(store, "order.sla_recovered")
+    assert (raised.sla_raised, repeated.sla_raised, cleared.sla_cleared) == (1, 0, 1)
+    assert prediction is not None and prediction.margin_s < 0
+    assert (alert["order_id"], alert["cause"], alert["value"]) == ("o-late", "queue", 900.0)
+    assert "order o-late will miss its SLA in 15 minutes" in alert["message"]
+    assert raise_record["order_id"] == "o-late" and raise_record["reason"] == "queue"
+    assert raise_record["details"]["lead_s"] == 900.0
+    assert clear_record["details"]["alert_id"] == alert["alert_id"]
+    assert still_open == []
+
+
+def test_sla_alerts_raised_before_a_restart_are_cleared_after_it(
+    store: Store, settings: Settings
+) -> None:
+    """A restarted loop restores the raised alerts and resolves them when the order closes."""
+    with store.write() as tx:
+        add_order(tx, "o-first", "t-a", promised_by=T0 + 1200)
+        add_order(tx, "o-late", "t-b", promised_by=T0 + 900)
+    loop, _ = loop_of(store, settings, Clock(T0))
+    loop.tick()
+    with store.write() as tx:
+        tx.set_order_status(order_id="o-late", status="cancelled", at=T0)
+        tx.cancel_task(task_id="t-b", reason="order_cancelled", at=T0)
+    restarted, _ = loop_of(store, settings, Clock(T0 + 10))
+    closed = restarted.tick()
+    with store.read() as reader:
+        open_alerts = reader.open_alerts_of_kind("sla_at_risk")
+    assert closed.sla_cleared == 1
+    assert open_alerts == []
+    assert len(actions(store, "order.sla_closed")) == 1
+
+
+def test_operator_override_pins_a_level_across_restarts_and_its_removal_recovers(
+    store: Store, settings: Settings
+) -> None:
+    """An override applies at the next tick with the operator's reason, still holds after a
+    restart, and once removed the scope steps back down; every change is audited."""
+    clock = Clock(T0)
+    backpressure_overrides.set_override(
+        store, "k1", level="shed", reason="deep clean", until=None, now=T0, actor="ops"
+    )
+    loop, planning = loop_of(store, settings, clock)
+    loop.tick()
+    pinned = planning.decisions()["k1"]
+    restarted, restarted_planning = loop_of(store, settings, clock)
+    restarted.tick()
+    after_restart = restarted_planning.decisions()["k1"]
+    backpressure_overrides.clear_override(store, "k1", now=T0 + 1, actor="ops")
+    levels = []
+    for n in range(3):
+        clock.now = T0 + 2 + n
+        restarted.tick()
+        levels.append(restarted_planning.decisions()["k1"].level)
+    changes = [
+        (r["subject_id"], r["details"]["from"], r["details"]["to"])
+        for r in actions(store, "backpressure.level_changed")
+    ]
+    assert (pinned.level, pinned.why) == ("shed", "operator override by ops: deep clean")
+    assert after_restart.level == "shed" and not after_restart.changed
+    assert levels == ["throttle", "normal", "normal"]
+    assert changes == [
+        ("k1", "normal", "shed"),
+        ("k1", "shed", "throttle"),
+        ("k1", "throttle", "normal"),
+    ]
+    assert [r["actor_id"] for r in actions(store, "backpressure.override_set")] == ["ops"]
+    assert len(actions(store, "backpressure.override_cleared")) == 1
+
+
+def test_quiet_kitchen_unleased_work_moves_and_leased_work_is_flagged_once(
+    store: Store, settings: Settings
+) -> None:
+    """k1's agent goes quiet: its planned task moves to k2 under a new fencing token (audited
+    with the reason); its leased and started tasks stay, flagged stranded once."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t-planned", promised_by=T0 + 7200)
+        add_order(tx, "o2", "t-leased", promised_by=T0 + 7200)
+        add_order(tx, "o3", "t-started", promised_by=T0 + 7200)
+        for task_id in ("t-leased", "t-started"):
+            tx.lease_task(
+                task_id=task_id,
+                agent_id="agent-k1",
+                fencing_token=1,
+                leased_at=T0,
+                start_by=T0 + 3600,
+            )
+        tx.set_task_started(task_id="t-started", started_at=T0, at=T0)
+    clock = Clock(T0 + UNREACHABLE_S + 30)
+    heartbeat(store, "k2", clock.now)
+    loop, _ = loop_of(store, settings, clock)
+    first = loop.tick()
+    second = loop.tick()
+    with store.read() as reader:
+        moved = reader.task("t-planned")
+        leased = reader.task("t-leased")
+        started = reader.task("t-started")
+        order = reader.order("o1")
+    (replanned,) = actions(store, "task.replanned")
+    stranded = actions(store, "task.stranded")
+    assert first.replanned == ("t-planned",)
+    assert second.replanned == () and second.flagged == ()
+    assert moved is not None and (moved["kitchen_id"], moved["state"]) == ("k2", "planned")
+    assert moved["fencing_token"] == 1
+    assert order is not None and order["kitchen_id"] == "k2"
+    assert (replanned["reason"], replanned["details"]["from_kitchen_id"]) == (
+        "kitchen_unreachable",
+        "k1",
+    )
+    assert leased is not None and (leased["kitchen_id"], leased["state"]) == ("k1", "leased")
+    assert started is not None and (started["kitchen_id"], started["state"]) == ("k1", "started")
+    assert sorted(r["subject_id"] for r in stranded) == ["t-leased", "t-started"]
+    assert {leased["flag_reason"], started["flag_reason"]} == {"stranded_unreachable"}
+
+
+def test_stranded_flags_clear_when_the_kitchen_is_heard_again(
+    store: Store, settings: Settings
+) -> None:
+    """Once the agent syncs again its leased work is no longer flagged."""
+    with store.write() as tx:
+        add_order(tx, "o2", "t-leased", promised_by=T0 + 7200)
+        tx.lease_task(
+            task_id="t-leased",
+            agent_id="agent-k1",
+            fencing_token=1,
+            leased_at=T0,
+            start_by=T0 + 3600,
+        )
+    clock = Clock(T0 + UNREACHABLE_S + 30)
+    loop, _ = loop_of(store, settings, clock)
+    loop.tick()
+    heartbeat(store, "k1", clock.now)
+    heartbeat(store, "k2", clock.now)
+    loop.tick()
+    with store.read() as reader:
+        task = reader.task("t-leased")
+    assert task is not None and task["flag_reason"] is None
+    assert len(actions(store, "task.stranded")) == 1
+
+
+def test_a_move_decided_on_a_stale_read_is_not_applied(store: Store, settings: Settings) -> None:
+    """If the kitchen leased the task after the tick read it, the move is skipped (it may have
+    started), and the task stays with its lease holder."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    now = T0 + 10
+    with store.read() as reader:
+        inputs = read_inputs(reader, now=now, after_audit_seq=0)
+    plan = plan_replan(inputs, PlanningState().prep_model(), ReplanSettings(UNREACHABLE_S))
+    with store.write() as tx:
+        tx.lease_task(
+            task_id="t1", agent_id="agent-k1", fencing_token=1, leased_at=now, start_by=now + 60
+        )
+    with store.write() as tx:
+        applied = apply_replan(tx, inputs, plan, now=now)
+    with store.read() as reader:
+        task = reader.task("t1")
+    assert plan is not None and [m.task_id for m in plan.result.moves] == ["t1"]
+    assert applied.moved == () and applied.skipped == ("t1",)
+    assert task is not None and (task["kitchen_id"], task["state"]) == ("k1", "leased")
+    assert actions(store, "task.replanned") == []
+
+
+def test_moves_and_their_audit_records_commit_together_or_not_at_all(
+    store: Store, settings: Settings
+) -> None:
+    """A transaction that fails after applying a re-plan leaves every task where it was."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        add_order(tx, "o2", "t2", promised_by=T0 + 7200, start_after=T0 + 600)
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    now = T0 + 10
+    with store.read() as reader:
+        inputs = read_inputs(reader, now=now, after_audit_seq=0)
+    plan = plan_replan(inputs, PlanningState().prep_model(), ReplanSettings(UNREACHABLE_S))
+    with pytest.raises(RuntimeError), store.write() as tx:
+        applied = apply_replan(tx, inputs, plan, now=now)
+        assert len(applied.moved) == 2
+        raise RuntimeError("crash before commit")
+    with store.read() as reader:
+        kitchens = [reader.task(t)["kitchen_id"] for t in ("t1", "t2")]  # type: ignore[index]
+    assert kitchens == ["k1", "k1"]
+    assert actions(store, "task.replanned") == []
+
+
+def test_paused_kitchen_work_moves_and_the_kitchen_takes_no_new_work(
+    store: Store, settings: Settings
+) -> None:
+    """A paused kitchen's queued task moves with reason ``kitchen_unavailable`` and its
+    backpressure decision refuses new work."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    clock = Clock(T0 + 10)
+    loop, planning = loop_of(store, settings, clock)
+    report = loop.tick()
+    for n in range(3):
+        clock.now = T0 + 11 + n
+        loop.tick()
+    (record,) = actions(store, "task.replanned")
+    decision = planning.decisions()["k1"]
+    assert report.replanned == ("t1",)
+    assert record["reason"] == "kitchen_unavailable"
+    assert decision.level == "pause" and not decision.actions.accept_new_work
+
+
+def test_a_resumed_kitchen_takes_work_again_at_once_and_a_paused_one_does_not_load_the_fleet(
+    tmp_path: Path, store: Store
+) -> None:
+    """Pausing k1 pauses k1 only (the fleet is k2); resuming it drops its level to normal at the
+    next tick, without waiting out the dwell time, and that change is audited."""
+    settings = Settings(db_path=tmp_path / "cp.db", backpressure_min_dwell_s=600)
+    with store.write() as tx:
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    clock = Clock(T0)
+    loop, planning = loop_of(store, settings, clock)
+    for n in range(3):
+        clock.now = T0 + n
+        loop.tick()
+    paused, fleet = planning.decisions()["k1"].level, planning.decisions()["*"].level
+    with store.write() as tx:
+        tx.set_kitchen_status(kitchen_id="k1", status="active")
+    clock.now = T0 + 10
+    loop.tick()
+    resumed = planning.decisions()["k1"]
+    last_change = actions(store, "backpressure.level_changed")[-1]
+    assert (paused, fleet) == ("pause", "normal")
+    assert resumed.level == "normal"
+    assert last_change["subject_id"] == "k1" and last_change["details"]["to"] == "normal"
+    assert str(last_change["reason"]).startswith("kitchen reopened")
+
+
+def test_prep_times_view_shows_learned_shared_and_nominal_estimates_with_their_error(
+    store: Store, settings: Settings
+) -> None:
+    """After k1's completions, k1 x burger is learned there, k2 x burger falls back to what
+    k1 taught (``sku``), and the error of each completion was scored before it was learned."""
+    with store.write() as tx:
+        for n in range(5):
+            add_order(tx, f"o{n}", f"t{n}", promised_by=T0 + 7200)
+    for n in range(5):
+        complete(store, f"t{n}", started_at=T0 + n * 1000, finished_at=T0 + n * 1000 + 480)
+    loop, planning = loop_of(store, settings, Clock(T0 + 10_000))
+    loop.tick()
+    with store.read() as reader:
+        view = prep_times_view(reader, planning.prep_model())
+    by_kitchen = {s["kitchen_id"]: s for s in view["series"]}
+    assert (by_kitchen["k1"]["source"], by_kitchen["k1"]["p50_s"]) == ("kitchen_sku", 480.0)
+    assert (by_kitchen["k2"]["source"], by_kitchen["k2"]["p50_s"]) == ("sku", 480.0)
+    assert by_kitchen["k1"]["error"]["count"] == 5
+    assert by_kitchen["k1"]["error"]["bias_s"] < 0  # faster than the recipe's 600 s
+    assert view["error"]["count"] == 5
+
+
+def test_an_order_late_at_a_kitchen_without_an_agent_is_late_for_its_queue_not_stranded(
+    store: Store, settings: Settings
+) -> None:
+    """A kitchen no agent ever synced from is not partitioned: its late order's cause is its
+    queue."""
+    with store.write() as tx:
+        tx.insert_kitchen(
+            kitchen_id="k3",
+            name="k3",
+            timezone="UTC",
+            location=None,
+            status="active",
+            created_at=T0,
+        )
+        tx.insert_station(kitchen_id="k3", station_id="grill", name="Grill", slots=1)
+        add_order(tx, "o-first", "t-a", kitchen_id="k3", promised_by=T0 + 1200)
+        add_order(tx, "o-late", "t-b", kitchen_id="k3", promised_by=T0 + 900)
+    loop, planning = loop_of(store, settings, Clock(T0))
+    loop.tick()
+    prediction = planning.prediction("o-late")
+    assert prediction is not None and prediction.margin_s < 0
+    assert prediction.cause == "queue"
+
+
+def test_replanning_runs_when_its_inputs_change_and_retries_unplaced_work_at_an_interval(
+    store: Store, settings: Settings
+) -> None:
+    """With both kitchens paused the task has nowhere to go (flagged once); the loop does not
+    re-plan every tick, retries after ``replan_interval_s``, and moves the task at once when k2
+    is resumed."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200, start_after=T0 + 3000)
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+        tx.set_kitchen_status(kitchen_id="k2", status="paused")
+    clock = Clock(T0)
+    loop, _ = loop_of(store, settings, clock)
+    first = loop.tick()
+    clock.now = T0 + 1
+    quiet = loop.tick()
+    clock.now = T0 + settings.replan_interval_s + 1
+    retry = loop.tick()
+    with store.write() as tx:
+        tx.set_kitchen_status(kitchen_id="k2", status="active")
+    clock.now += 1
+    resumed = loop.tick()
+    assert (first.replan_ran, first.flagged) == (True, (("t1", "no_feasible_kitchen"),))
+    assert (quiet.replan_ran, retry.replan_ran, retry.flagged) == (False, True, ())
+    assert (resumed.replan_ran, resumed.replanned) == (True, ("t1",))
+    assert len(actions(store, "task.unplaceable")) == 1
+
+
+def test_a_kitchen_whose_only_equipment_comes_online_takes_work_at_once(
+    store: Store, settings: Settings
+) -> None:
+    """k1's only oven has not reported in: k1 pauses (no capacity) but, with nothing to do, does
+    not load the fleet; when the oven comes online k1 is back to normal at the next tick."""
+    with store.write() as tx:
+        tx.upsert_equipment(
+            kitchen_id="k1",
+            equipment_id="oven-1",
+            kind="oven",
+            station_id="grill",
+            health="offline",
+            updated_at=T0,
+        )
+    clock = Clock(T0)
+    slow = Settings(db_path=settings.db_path, backpressure_min_dwell_s=600)
+    loop, planning = loop_of(store, slow, clock)
+    for n in range(3):
+        clock.now = T0 + n
+        heartbeat(store, "k1", clock.now)
+        loop.tick()
+    closed, fleet = planning.decisions()["k1"], planning.decisions()["*"]
+    with store.write() as tx:
+        tx.upsert_equipment(
+            kitchen_id="k1",
+            equipment_id="oven-1",
+            kind=None,
+            station_id=None,
+            health="ok",
+            updated_at=T0 + 3,
+        )
+    clock.now = T0 + 4
+    heartbeat(store, "k1", clock.now)
+    loop.tick()
+    assert (closed.level, fleet.level) == ("pause", "normal")
+    assert planning.decisions()["k1"].level == "normal"
