@@ -205,9 +205,10 @@ def advised_sync_interval(
 
 class SyncPacer:
     """Counts the agents syncing lately and advises each the interval that spreads their syncs
-    over the budget (:func:`advised_sync_interval`). In memory, per process: after a restart it
-    advises nothing until the fleet has been seen again, which only means agents sync at their
-    own interval meanwhile. Thread-safe (sync requests run in a thread pool).
+    over the budget (:func:`advised_sync_interval`). In memory, per process; after a restart it
+    is seeded from the agents' stored last syncs (:meth:`seed`), so a large fleet is paced from
+    its first answer instead of being invited back at its own interval all at once.
+    Thread-safe (sync requests run in a thread pool).
     """
 
     def __init__(
@@ -225,6 +226,14 @@ class SyncPacer:
         self._last_seen: dict[str, float] = {}
         self._pruned_at = 0.0
         self._lock = threading.Lock()
+
+    def seed(self, last_syncs: dict[str, float], *, now: float) -> None:
+        """Count agents that synced ``age`` seconds ago (``last_syncs``: agent id -> age) as
+        seen at ``now - age`` (monotonic), unless seen since."""
+        with self._lock:
+            for agent_id, age_s in last_syncs.items():
+                if age_s <= self._window_s:
+                    self._last_seen.setdefault(agent_id, now - max(age_s, 0.0))
 
     def observe(self, agent_id: str, *, now: float) -> float | None:
         """Record a sync of ``agent_id`` at ``now`` (monotonic seconds); the advised interval."""

@@ -11,8 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from control_plane import auth, fleet, reconcile
-from control_plane.config import Settings
-from control_plane.deps import AdminDep, AgentDep, ServicesDep, ViewerDep
+from control_plane.deps import AdminDep, AgentDep, Services, ServicesDep, ViewerDep
 from control_plane.errors import NotFound, SeqReused
 from control_plane.metrics import Metrics
 from control_plane.problems import problem_responses as errors
@@ -97,7 +96,7 @@ def sync(agent: AgentDep, body: SyncBody, services: ServicesDep, request: Reques
     403 when the credential is revoked or the events are for another agent or kitchen; 409
     ``seq-reused`` (nothing applied) when an acknowledged seq comes with another event id.
     """
-    pacer = _sync_pacer(request, services.settings)
+    pacer = _sync_pacer(request, services)
     try:
         response, stats = reconcile.sync(
             services.store,
@@ -118,16 +117,28 @@ def sync(agent: AgentDep, body: SyncBody, services: ServicesDep, request: Reques
     )
 
 
-def _sync_pacer(request: Request, settings: Settings) -> fleet.SyncPacer:
-    """The app's :class:`~control_plane.fleet.SyncPacer`, made on first use (one per app)."""
+def _sync_pacer(request: Request, services: Services) -> fleet.SyncPacer:
+    """The app's :class:`~control_plane.fleet.SyncPacer`, made on first use (one per app) and
+    seeded with the agents that synced within its window (before a restart, say)."""
     pacer: fleet.SyncPacer | None = getattr(request.app.state, "sync_pacer", None)
     if pacer is None:
         with _PACER_LOCK:
             pacer = getattr(request.app.state, "sync_pacer", None)
             if pacer is None:
+                settings = services.settings
                 pacer = fleet.SyncPacer(
                     budget_per_s=settings.sync_budget_per_s, cap_s=settings.sync_interval_cap_s
                 )
+                now = services.clock()
+                with services.store.read() as reader:
+                    pacer.seed(
+                        {
+                            str(row["id"]): now - float(row["last_seen_at"])
+                            for row in reader.agents()
+                            if row["last_seen_at"] is not None and not row["revoked"]
+                        },
+                        now=time.monotonic(),
+                    )
                 request.app.state.sync_pacer = pacer
     return pacer
 

@@ -19,6 +19,7 @@ from protocol.sync_api import (
     EnrollRequest,
     Heartbeat,
     SyncRequest,
+    SyncResponse,
 )
 
 T0 = 1_800_000_000.0
@@ -61,7 +62,7 @@ def device_status(agent: auth.AgentIdentity, seq: int, device: str, status: str)
 
 def sync(
     store: Store, agent: auth.AgentIdentity, settings: Settings, events: list[EventEnvelope]
-) -> reconcile.SyncResponse:
+) -> SyncResponse:
     request = SyncRequest(
         heartbeat=Heartbeat(agent_version="1", sent_at=T0, outbox_depth=len(events)),
         events=events,
@@ -173,3 +174,12 @@ def test_the_pacer_forgets_agents_that_stopped_syncing() -> None:
     for n in range(1000):
         pacer.observe(f"a{n}", now=1000.0)
     assert pacer.observe("a0", now=1000.0 + 61.0) is None
+
+
+def test_a_restarted_pacer_seeded_with_recent_syncs_paces_at_once() -> None:
+    """Seeded with 1,000 agents seen seconds ago (before a restart), the first answer already
+    advises 10 s; agents last seen longer ago than the window are not counted."""
+    pacer = fleet.SyncPacer(budget_per_s=100.0, window_s=60.0)
+    recent = {f"a{n}": 5.0 for n in range(1000)}
+    pacer.seed(recent | {f"old{n}": 600.0 for n in range(5000)}, now=1000.0)
+    assert pacer.observe("a0", now=1000.0) == pytest.approx(10.0)

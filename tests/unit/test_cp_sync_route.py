@@ -5,6 +5,7 @@ batch limits in the answer."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,43 @@ def test_the_openapi_document_still_describes_the_sync_body(settings: Settings) 
     assert {"heartbeat", "events", "renewals", "want_leases"} <= set(schema["properties"])
     assert schema["properties"]["events"]["maxItems"] == MAX_SYNC_EVENTS
     assert "#/$defs/" not in str(schema)
+
+
+def test_a_new_app_paces_a_fleet_that_synced_before_it_started(tmp_path: Path) -> None:
+    """The stored last syncs of a large fleet seed the pacer of a freshly started app: its
+    first answer already carries next_sync_s."""
+    settings = Settings(db_path=tmp_path / "cp.db", sync_budget_per_s=10.0)
+    credential = "brga_" + "c" * 32
+    store = Store.open(settings.db_path)
+    try:
+        with store.write() as tx:
+            tx.insert_kitchen(
+                kitchen_id="k1", name="K1", timezone="UTC", location=None, status="active",
+                created_at=T0,
+            )  # fmt: skip
+            for n in range(100):
+                tx.insert_agent(
+                    agent_id=f"agent-{n}",
+                    kitchen_id="k1",
+                    name=f"box-{n}",
+                    credential_hash=auth.hash_secret(credential + str(n)),
+                    agent_version="1",
+                    enrolled_at=T0,
+                )
+                tx.record_heartbeat(
+                    agent_id=f"agent-{n}", last_seen_at=time.time() - 5, clock_offset_s=0.0,
+                    clock_offset_measured_at=T0, clock_samples=1, agent_version="1",
+                    outbox_depth=0, reconnect_json=None,
+                )  # fmt: skip
+    finally:
+        store.close()
+    body = {"heartbeat": {"agent_version": "1", "sent_at": time.time(), "outbox_depth": 0}}
+    answer = call(
+        settings,
+        "POST",
+        "/v1/agents/sync",
+        json=body,
+        headers={"Authorization": f"Bearer {credential}0"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["next_sync_s"] == pytest.approx(10.0)

@@ -194,6 +194,6 @@ def test_no_work_is_no_load_even_without_capacity() -> None:
     normal on load; the same kitchen with work queued is overloaded."""
     empty = Signals(queue_work_s=0.0, capacity_s=0.0)
     assert empty.load == 0.0
-    state, decisions = step(BackpressureState(), 0.0, {"k1": empty})
+    _, decisions = step(BackpressureState(), 0.0, {"k1": empty})
     assert decisions["k1"].level == "normal"
     assert Signals(queue_work_s=60.0, capacity_s=0.0).load == float("inf")
