@@ -7,8 +7,9 @@ every intake feature on. The run, in order:
 
 1. warm-up, then the *unloaded* latency: an open load at a low rate;
 2. the *sustainable rate*: open loads growing by ``RAMP_GROWTH`` from the unloaded rate while
-   the goodput stays within 3 % of the offered rate and the p95 within 2x unloaded (p95, not
-   p99: a step lasts seconds, and one stall elsewhere on a shared machine is its p99), then one
+   the goodput stays within 3 % of the offered rate and the median latency within 2x unloaded
+   (the median, not the p99: a step lasts seconds, and on a shared machine a few seconds of
+   someone else's work decide its p99, even its p90; queueing moves the median), then one
    step between the last such rate and the first other (a closed loop cannot find it: against
    a concurrency limit its workers spin on refusals);
 3. that rate measured once more (and stepped down until it holds: every accepted order makes
@@ -51,8 +52,9 @@ TIMEOUT_S = 2.0
 OVERLOAD_FACTOR = 5.0
 #: Sustainable: goodput at least this share of the offered rate ...
 SUSTAINABLE_GOODPUT_SHARE = 0.97
-#: ... and p95 at most this multiple of the unloaded p95.
-SUSTAINABLE_P95_FACTOR = 2.0
+#: ... and the median at most this multiple of the unloaded median.
+SUSTAINABLE_QUANTILE = 0.5
+SUSTAINABLE_FACTOR = 2.0
 #: Each step of the search offers this multiple of the previous one.
 RAMP_GROWTH = 1.4
 #: The unloaded latency: an open load this light, long enough for a p99 of ~300 answers.
@@ -141,26 +143,26 @@ class Step:
 
     rate: float
     goodput: float
-    p95_s: float
+    p50_s: float
 
 
-def is_sustainable(step: Step, unloaded_p95_s: float) -> bool:
-    """Goodput keeps up with the offered rate and the p95 stays near the unloaded one.
+def is_sustainable(step: Step, unloaded_p50_s: float) -> bool:
+    """Goodput keeps up with the offered rate and the median stays near the unloaded one.
 
-    >>> is_sustainable(Step(100, 99, 0.010), unloaded_p95_s=0.008)
+    >>> is_sustainable(Step(100, 99, 0.010), unloaded_p50_s=0.008)
     True
     >>> is_sustainable(Step(100, 80, 0.010), 0.008), is_sustainable(Step(100, 99, 0.030), 0.008)
     (False, False)
     """
     return (
         step.goodput >= SUSTAINABLE_GOODPUT_SHARE * step.rate
-        and step.p95_s <= SUSTAINABLE_P95_FACTOR * unloaded_p95_s
+        and step.p50_s <= SUSTAINABLE_FACTOR * unloaded_p50_s
     )
 
 
 def search_sustainable(
     try_rate: Callable[[float], Step],
-    unloaded_p95_s: float,
+    unloaded_p50_s: float,
     *,
     start: float,
     growth: float = RAMP_GROWTH,
@@ -186,7 +188,7 @@ def search_sustainable(
         for _ in range(2):
             step = try_rate(rate)
             tried.append(step)
-            if is_sustainable(step, unloaded_p95_s):
+            if is_sustainable(step, unloaded_p50_s):
                 return True
         return False
 
@@ -206,29 +208,31 @@ def search_sustainable(
 
 def confirm_sustainable(
     try_rate: Callable[[float], Step],
-    unloaded_p95_s: float,
+    unloaded_p50_s: float,
     rate: float,
     *,
     max_steps: int = 3,
 ) -> tuple[float, list[Step]]:
     """``rate`` measured once more, stepped down by ``RAMP_GROWTH`` until it is sustainable
-    (at most ``max_steps`` measurements; the last rate tried otherwise). Every accepted order
+    (at most ``max_steps`` rates, each failing only when measured twice; the last rate tried
+    otherwise). Every accepted order
     makes the next one dearer to plan, so a rate found sustainable early in the run may no
     longer be by the time the loads that matter start.
 
     >>> slower = lambda rate: Step(rate, min(rate, 60.0), 0.01)
     >>> rate, tried = confirm_sustainable(slower, 0.008, 80.0)
     >>> rate, [s.rate for s in tried]
-    (57.1, [80.0, 57.1])
+    (57.1, [80.0, 80.0, 57.1])
     """
     tried: list[Step] = []
     for _ in range(max_steps):
-        step = try_rate(rate)
-        tried.append(step)
-        if is_sustainable(step, unloaded_p95_s):
-            break
+        for _ in range(2):  # as in the search, one spike from elsewhere is not a failure
+            step = try_rate(rate)
+            tried.append(step)
+            if is_sustainable(step, unloaded_p50_s):
+                return rate, tried
         rate = round(rate / RAMP_GROWTH, 1)
-    return tried[-1].rate if tried else rate, tried
+    return tried[-1].rate, tried
 
 
 # --- The run -------------------------------------------------------------------------------------
@@ -293,11 +297,19 @@ def _open(cp: ControlPlane, order: Callable[[int], bytes], rate: float, seconds:
     )
 
 
+def _cpu_pressure() -> str | None:
+    """How much other work competed for the cores (Linux PSI), since the figures depend on it."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _step(step: Step) -> dict[str, float]:
     return {
         "rate": step.rate,
         "goodput": round(step.goodput, 1),
-        "p95_ms": round(step.p95_s * 1000, 2),
+        "p50_ms": round(step.p50_s * 1000, 2),
     }
 
 
@@ -315,7 +327,7 @@ def _summary(load: OpenLoadResult) -> dict[str, Any]:
     }
 
 
-def run(*, seconds: float = 10.0, probe_seconds: float = 3.0, ramp_steps: int = 8) -> list[Result]:
+def run(*, seconds: float = 10.0, probe_seconds: float = 2.5, ramp_steps: int = 6) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="brigade-bench-overload-") as tmp:
         cp = ControlPlane(Path(tmp)).start()
         try:
@@ -328,13 +340,13 @@ def run(*, seconds: float = 10.0, probe_seconds: float = 3.0, ramp_steps: int = 
 
             def try_rate(rate: float) -> Step:
                 load = _open(cp, order, rate, probe_seconds)
-                return Step(rate, load.goodput, load.admitted_quantile(0.95))
+                return Step(rate, load.goodput, load.admitted_quantile(SUSTAINABLE_QUANTILE))
 
-            unloaded_p95 = first_unloaded.admitted_quantile(0.95)
+            unloaded_p50 = first_unloaded.admitted_quantile(SUSTAINABLE_QUANTILE)
             found, tried = search_sustainable(
-                try_rate, unloaded_p95, start=UNLOADED_RATE * RAMP_GROWTH, max_steps=ramp_steps
+                try_rate, unloaded_p50, start=UNLOADED_RATE * RAMP_GROWTH, max_steps=ramp_steps
             )
-            sustainable, confirmed = confirm_sustainable(try_rate, unloaded_p95, found)
+            sustainable, confirmed = confirm_sustainable(try_rate, unloaded_p50, found, max_steps=2)
             # A-B-B-A (and the unloaded load around both): every accepted order makes the
             # next one dearer to plan (more open work to read), so loads measured one after
             # the other would charge the later one with that drift; in this order a linear
@@ -358,6 +370,7 @@ def run(*, seconds: float = 10.0, probe_seconds: float = 3.0, ramp_steps: int = 
         "arrivals": "poisson",
         "generator": "1 process, 1 asyncio thread, raw HTTP/1.1 keep-alive, in-flight <= 512",
         "server": "1 brigade serve process (uvicorn), SQLite synchronous=FULL",
+        "cpu_pressure_at_end": _cpu_pressure(),
         "sustainable_per_s": sustainable,
         "search": [_step(s) for s in tried],
         "confirmation": [_step(s) for s in confirmed],
@@ -365,6 +378,10 @@ def run(*, seconds: float = 10.0, probe_seconds: float = 3.0, ramp_steps: int = 
         "at_1x": _summary(at_1x),
         "at_5x": _summary(at_5x),
         "violations_at_5x": verdict.violation_kinds,
+        # Refusals at 1x lower the baseline; this ratio is against the rate offered instead.
+        "goodput_at_5x_over_sustainable_rate": round(at_5x.goodput / sustainable, 3)
+        if sustainable
+        else None,
     }
     return [
         Result(

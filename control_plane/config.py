@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     #: multiple of its own uncongested latency: queueing shows there long before the
     #: absolute target.
     admission_latency_tolerance: float = Field(default=2.0, gt=1)
+    #: A refusal is answered after this long, so a client retrying at once in a loop retries
+    #: at most this often (unless many refusals are already held: then at once).
+    admission_refusal_hold_s: float = Field(default=0.25, ge=0, le=5)
     #: The control loop (prep-time learning, SLA alerts, backpressure, re-planning) runs this
     #: often; its backpressure signals count the work a kitchen's healthy slots can do within
     #: the horizon, and a level is held at least the dwell before it steps down.

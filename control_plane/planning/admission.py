@@ -12,30 +12,28 @@ telling a standing queue from a burst:
   drifts up by ``baseline_drift_per_s``, so a lasting slowdown is learned;
 - the target is ``tolerance`` x baseline (at least ``latency_floor_s``, at most
   ``target_latency_s``);
-- an *interval* lasts ``interval_s`` and at least ``interval_samples`` answers; when most of
-  its answers were over the target *and* found the class at least half full (and at least
-  ``min_limit`` in progress), requests are
-  queueing behind each other (slow answers with the class nearly idle are slow for another
-  reason, a busy machine, that a smaller limit would not cure), not just
-  unlucky (an fsync stall, a burst of arrivals: a few slow answers), and the limit is
-  multiplied by ``backoff``, or by target / smoothed latency when that is smaller (but never
-  by less than a half): multiplicative decrease, the deeper the further over the target, so a
-  sudden overload is met within a few intervals rather than a few seconds. (Not the
-  interval's fastest answer, as CoDel has it: requests here do not leave one by one from a
-  FIFO queue, group commit lets a few through fast while most wait);
+- an *interval* lasts ``interval_s`` and at least ``interval_samples`` answers. When most of
+  its answers were over the target *and* found the class busy (at least half its limit and
+  at least ``min_limit`` in progress), requests are queueing behind each other, not just
+  unlucky (an fsync stall or a burst makes a few answers slow; a busy machine makes them slow
+  with the class nearly idle, and a smaller limit would not cure that). The limit is then
+  multiplied by ``backoff``, or by target / smoothed latency when that is smaller (never by
+  less than a half): multiplicative decrease, deeper the further over the target, so a
+  sudden overload is met within a few intervals rather than seconds. (Not the interval's
+  fastest answer, as in CoDel: requests here do not leave one by one from a FIFO queue;
+  group commit lets a few through fast while most wait);
 - an answer within the target adds ``1 / limit`` (about +1 per limit's worth of requests:
   additive increase), but only while the class uses at least half its limit: an idle class
   must not drift to its ceiling and let the next burst in all at once;
 - a request that finds the class full while its answers (once there are any) are within the
-  target raises the
-  limit by one, at most once per interval: the limit, not the server, is what refuses it
-  (after an overload the limit is low and the class mostly idle, so additive increase alone
-  would take many seconds to let the next ordinary burst through); once per interval, so a
-  sudden overload cannot raise it far before its latency shows;
+  target raises the limit by one, at most once per interval: the limit, not the server, is
+  what refuses it (after an overload the limit is low and the class mostly idle, so additive
+  increase alone would take seconds to let the next ordinary burst through); once per
+  interval, so a sudden overload cannot raise it far before its latency shows;
 - a failed request (5xx) cuts the limit too, at most once per interval.
 
 So under overload the limit settles where admitted requests run about as fast as uncongested
-ones, and the excess is refused at once, before it costs anything but the refusal.
+ones, and the excess is refused before it costs anything but the refusal.
 
 Budgets are separate, so agent syncs and operator reads cannot starve order intake or each
 other: a class at its limit refuses only its own requests.
@@ -83,6 +81,8 @@ class ClassBudget:
     interval_samples: int = 8
     baseline_drift_per_s: float = 0.01
     quiet_s: float = 1.0
+    #: How long the API holds a refusal of this class before answering it (not used here).
+    refusal_hold_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -359,3 +359,38 @@ def test_refusals_are_built_once_and_never_share_headers_with_the_next() -> None
     refusals = [h for h in seen if (b"retry-after", b"1") in h]
     assert len(refusals) == 2
     assert all(sum(name == b"x-request-id" for name, _ in h) == 1 for h in refusals)
+
+
+def test_refusals_are_held_before_answering_but_only_up_to_a_bound() -> None:
+    """With a refusal hold, a refused request waits before its 503 (a client retrying at once
+    cannot spin); once max_held refusals wait, the next is answered at once."""
+    answers: dict[str, Any] = {}
+
+    async def main() -> None:
+        kitchen = Kitchen()
+        budgets = {
+            name: ClassBudget(initial=1, min_limit=1, refusal_hold_s=3600.0)
+            for name in TRAFFIC_CLASSES
+        }
+        middleware = AdmissionMiddleware(kitchen, metrics=Metrics(), budgets=budgets, max_held=1)
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            held = await hold(client, kitchen, "POST", "/v1/orders")
+            first_refusal = asyncio.create_task(client.post("/v1/orders", json={}))
+
+            async def first_is_held() -> None:
+                while middleware.held_refusals < 1:
+                    await asyncio.sleep(0)
+
+            await asyncio.wait_for(first_is_held(), DEADLINE_S)
+            second_refusal = await asyncio.wait_for(client.post("/v1/orders", json={}), DEADLINE_S)
+            answers["second"] = second_refusal.status_code
+            answers["first_still_held"] = not first_refusal.done()
+            first_refusal.cancel()
+            kitchen.go_on.set()
+            await held
+            with pytest.raises(asyncio.CancelledError):
+                await first_refusal
+
+    asyncio.run(main())
+    assert answers == {"second": 503, "first_still_held": True}
