@@ -1,7 +1,16 @@
-"""Alerts raised by kitchen agents (``alert.raised`` events) and their acknowledgement.
+"""Alerts and their acknowledgement: raised by kitchen agents (``alert.raised`` events) or by
+the control plane itself (``agent_id`` ``control-plane``: ``sla_at_risk``, ``low_stock``).
 
-A food-safety alert needs a corrective action: acknowledging one records who did what, in the
-alert and in the audit trail. Acknowledging twice answers the alert unchanged (a safe retry).
+Two things happen to an alert, apart from each other:
+
+- **acknowledged** — a person's act: an operator records the corrective action taken, in the
+  alert and in the audit trail. Acknowledging twice answers the alert unchanged (a safe retry);
+- **resolved** — the condition cleared (an order at risk recovered or closed): ``resolved_at``
+  and ``resolution``, set by the system. A resolved alert nobody acknowledged stays
+  unacknowledged; an alert is *open* until it is resolved.
+
+>>> alert_view(row)["resolved_at"], alert_view(row)["acknowledged_by"]  # doctest: +SKIP
+('2026-01-01T12:05:00.000000+00:00', None)
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from typing import Any
 from control_plane import audit
 from control_plane.audit import iso
 from control_plane.errors import NotFound
+from control_plane.queries import Reader
 from control_plane.store import Store
 
 
@@ -27,11 +37,23 @@ def alert_view(row: sqlite3.Row) -> dict[str, Any]:
         "message": row["message"],
         "value": row["value"],
         "limit": row["limit_value"],
+        "order_id": row["order_id"],
+        "cause": row["cause"],
         "raised_at": iso(row["raised_at"]),
         "acknowledged_at": iso(row["acknowledged_at"]),
         "acknowledged_by": row["acknowledged_by"],
         "corrective_action": row["corrective_action"],
+        "resolved_at": iso(row["resolved_at"]),
+        "resolution": row["resolution"],
     }
+
+
+def get_alert(reader: Reader, *, agent_id: str, alert_id: str) -> dict[str, Any]:
+    """One alert; :class:`NotFound` if there is none."""
+    row = reader.alert(agent_id, alert_id)
+    if row is None:
+        raise NotFound(f"no alert {alert_id!r} from agent {agent_id!r}")
+    return alert_view(row)
 
 
 def acknowledge(

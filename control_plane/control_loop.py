@@ -18,7 +18,8 @@ Every ``control_interval_s`` (and at once when woken), :meth:`ControlLoop.tick`:
 The in-memory states (SLA alerts raised, backpressure levels, the completion cursor) advance
 only once the write committed, so a failed tick is simply done again. After a restart the
 model is rebuilt from every audited completion, and raised alerts and levels are restored
-from the store.
+from the store. Of several processes on one store, only the one holding its control-loop lock
+(:mod:`control_plane.loop_lock`) runs ticks; the others stand by, so alerts are not doubled.
 
 >>> loop = ControlLoop(store=store, settings=settings, metrics=Metrics(),   # doctest: +SKIP
 ...                    planning=PlanningState(), clock=time.time)
@@ -43,6 +44,7 @@ from control_plane.loop_inputs import (
     open_sla_alerts,
     read_inputs,
 )
+from control_plane.loop_lock import LoopLock
 from control_plane.metrics import Metrics
 from control_plane.planning.backpressure import (
     GLOBAL,
@@ -124,8 +126,10 @@ class ControlLoop:
         metrics: Metrics,
         planning: PlanningState,
         clock: Callable[[], float],
+        lock: LoopLock | None = None,
     ) -> None:
         self._store = store
+        self._lock = lock if lock is not None else LoopLock.beside(store.path)
         self._settings = settings
         self._metrics = metrics
         self._planning = planning
@@ -147,7 +151,9 @@ class ControlLoop:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run ticks on a thread of their own (named ``control-loop``) until :meth:`stop`."""
+        """Run ticks on a thread of their own (named ``control-loop``) until :meth:`stop`, while
+        this process holds the store's control-loop lock (:mod:`control_plane.loop_lock`);
+        otherwise stand by and try to take it every interval."""
         self._thread = threading.Thread(target=self._run, name="control-loop", daemon=True)
         self._thread.start()
 
@@ -163,15 +169,36 @@ class ControlLoop:
         """Tick as soon as possible (e.g. after an operator's override)."""
         self._wake.set()
 
+    def lead(self) -> bool:
+        """Take the store's control-loop lock if no other process holds it; whether this loop
+        runs (:meth:`tick` itself does not check: tests and tools call it directly)."""
+        return self._lock.try_acquire()
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # one bad tick must not stop the loop
-                self._metrics.control_loop_errors.inc()
-                log.exception("control loop tick failed; retrying next interval")
-            self._wake.wait(self._settings.control_interval_s)
-            self._wake.clear()
+        standing_by = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self.lead():
+                        if standing_by:
+                            log.warning("took over the control loop of %s", self._store.path)
+                        standing_by = False
+                        self.tick()
+                    elif not standing_by:
+                        standing_by = True
+                        log.warning(
+                            "another process runs the control loop of %s (lock %s held);"
+                            " standing by",
+                            self._store.path,
+                            self._lock.path,
+                        )
+                except Exception:  # one bad tick must not stop the loop
+                    self._metrics.control_loop_errors.inc()
+                    log.exception("control loop tick failed; retrying next interval")
+                self._wake.wait(self._settings.control_interval_s)
+                self._wake.clear()
+        finally:
+            self._lock.release()
 
     # -- one tick ----------------------------------------------------------------------------
 
@@ -390,11 +417,7 @@ class ControlLoop:
             else:
                 agent_id, alert_id = ids.pop(event.order_id, (SYSTEM_ALERT_SOURCE, ""))
                 tx.resolve_alert(
-                    agent_id=agent_id,
-                    alert_id=alert_id,
-                    by="control-loop",
-                    resolution=event.message,
-                    at=event.at,
+                    agent_id=agent_id, alert_id=alert_id, resolution=event.message, at=event.at
                 )
                 action = "order.sla_recovered" if event.kind == "cleared" else "order.sla_closed"
             prediction = predictions.get(event.order_id)

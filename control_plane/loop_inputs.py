@@ -8,7 +8,8 @@ ever synced, so it is not known to be lost); its ``outbox_depth`` is what those 
 they still hold. Its *ingestion lag* is, while an agent reports a backlog, the age of the newest
 event applied from it: the oldest event still queued is at least that old. SKUs and equipment
 are read as intake's planner reads them (a SKU needs the equipment kinds of its non-manual
-steps; probes give no capacity).
+steps and uses its ingredients; probes give no capacity); a kitchen's ``stock`` is what it has
+left after reservations (``None``: it tracks none).
 """
 
 from __future__ import annotations
@@ -129,17 +130,6 @@ def read_inputs(reader: Reader, *, now: float, after_audit_seq: int) -> LoopInpu
             newest = reader.newest_event_at(str(agent["id"]))
             behind = max(now - (seen if newest is None else newest), 0.0)
             lag[kitchen_id] = max(lag.get(kitchen_id, 0.0), behind)
-    kitchens = tuple(
-        KitchenSpec(
-            kitchen_id=str(row["id"]),
-            status=str(row["status"]),
-            stations=tuple(stations.get(str(row["id"]), ())),
-            equipment=tuple(equipment[row["id"]]) if row["id"] in equipment else None,
-            last_sync_at=last_sync.get(str(row["id"])),
-            outbox_depth=outbox.get(str(row["id"]), 0),
-        )
-        for row in reader.kitchens()
-    )
     skus = {
         str(row["id"]): SkuSpec(
             sku_id=str(row["id"]),
@@ -152,9 +142,26 @@ def read_inputs(reader: Reader, *, now: float, after_audit_seq: int) -> LoopInpu
                 for step in json.loads(row["recipe_steps_json"])
                 if step.get("equipment_kind") and not step.get("manual")
             ),
+            ingredients=tuple(
+                (str(ingredient), float(per_unit))
+                for ingredient, per_unit in json.loads(row["ingredients_json"])
+            ),
         )
         for row in reader.skus()
     }
+    stock = _available_stock(reader, skus)
+    kitchens = tuple(
+        KitchenSpec(
+            kitchen_id=str(row["id"]),
+            status=str(row["status"]),
+            stations=tuple(stations.get(str(row["id"]), ())),
+            equipment=tuple(equipment[row["id"]]) if row["id"] in equipment else None,
+            stock=stock.get(str(row["id"])),
+            last_sync_at=last_sync.get(str(row["id"])),
+            outbox_depth=outbox.get(str(row["id"]), 0),
+        )
+        for row in reader.kitchens()
+    )
     tasks = tuple(
         OpenTask(
             task_id=str(row["id"]),
@@ -219,6 +226,23 @@ def read_inputs(reader: Reader, *, now: float, after_audit_seq: int) -> LoopInpu
         completions=completions,
         flagged=flagged,
     )
+
+
+def _available_stock(reader: Reader, skus: Mapping[str, SkuSpec]) -> dict[str, dict[str, float]]:
+    """What each kitchen that tracks stock has left after reservations, as intake's planner
+    reads it: an ingredient a kitchen does not track is not limited there (infinite)."""
+    used = {ingredient for sku in skus.values() for ingredient, _ in sku.ingredients}
+    if not used:
+        return {}
+    tracked: dict[str, dict[str, float]] = {}
+    for row in reader.kitchen_stock():
+        tracked.setdefault(str(row["kitchen_id"]), {})[str(row["ingredient"])] = float(
+            row["quantity"]
+        )
+    return {
+        kitchen_id: dict.fromkeys(used, math.inf) | quantities
+        for kitchen_id, quantities in tracked.items()
+    }
 
 
 def open_sla_alerts(reader: Reader) -> list[OpenSlaAlert]:

@@ -236,4 +236,56 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX audit_by_action ON audit (action, seq);
         """,
     ),
+    (
+        # A re-planned task's reservation moves with it: released at the old kitchen, taken
+        # again at the new one. Each hold is one row (its own id), at most one live per order,
+        # task and ingredient, so a task can move back and forth and cancelling still gives
+        # each hold back once; why it was given back is kept (order_cancelled, task_moved).
+        # An alert's resolution (its condition cleared) is recorded apart from acknowledgement
+        # (a person's act): alerts the control loop resolved before this were stored as
+        # acknowledged by "control-loop"; that becomes their resolution.
+        "0008_reservations_follow_moves_and_alert_resolution",
+        """
+        CREATE TABLE stock_reservations_0008 (
+            id INTEGER PRIMARY KEY,
+            order_id TEXT NOT NULL REFERENCES orders(id), task_id TEXT NOT NULL,
+            kitchen_id TEXT NOT NULL, ingredient TEXT NOT NULL,
+            quantity REAL NOT NULL CHECK (quantity > 0), reserved_at REAL NOT NULL,
+            released_at REAL, release_reason TEXT);
+        INSERT INTO stock_reservations_0008 (order_id, task_id, kitchen_id, ingredient, quantity,
+            reserved_at, released_at, release_reason)
+            SELECT order_id, task_id, kitchen_id, ingredient, quantity, reserved_at, released_at,
+                CASE WHEN released_at IS NULL THEN NULL ELSE 'order_cancelled' END
+            FROM stock_reservations ORDER BY reserved_at, order_id, task_id, ingredient;
+        DROP TABLE stock_reservations;
+        ALTER TABLE stock_reservations_0008 RENAME TO stock_reservations;
+        CREATE UNIQUE INDEX stock_reservations_held
+            ON stock_reservations (order_id, task_id, ingredient) WHERE released_at IS NULL;
+        CREATE INDEX stock_reservations_by_task ON stock_reservations (task_id, released_at);
+        ALTER TABLE alerts ADD COLUMN resolution TEXT;
+        UPDATE alerts SET resolution = corrective_action, acknowledged_at = NULL,
+            acknowledged_by = NULL, corrective_action = NULL
+            WHERE resolved_at IS NOT NULL AND acknowledged_by = 'control-loop';
+        """,
+    ),
+    (
+        # HACCP evidence the agents keep (haccp.evidence events): the actual value, when it was
+        # measured, which device and probe, why it was kept, the limit and the alert; who acted
+        # and what they did arrive later with the alert's corrective action. One row per
+        # reading, unique by the event that carried it and its place in that event.
+        "0009_haccp_evidence",
+        """
+        CREATE TABLE haccp_evidence (
+            id INTEGER PRIMARY KEY,
+            agent_id TEXT NOT NULL, event_seq INTEGER NOT NULL, reading_index INTEGER NOT NULL,
+            kitchen_id TEXT NOT NULL, equipment_id TEXT NOT NULL, probe TEXT NOT NULL,
+            value_c REAL NOT NULL, measured_at REAL NOT NULL, received_at REAL NOT NULL,
+            reason TEXT NOT NULL, limit_c REAL, alert_id TEXT,
+            corrective_action TEXT, acted_by TEXT, acted_at REAL,
+            UNIQUE (agent_id, event_seq, reading_index));
+        CREATE INDEX haccp_evidence_by_kitchen_time
+            ON haccp_evidence (kitchen_id, measured_at, id);
+        CREATE INDEX haccp_evidence_by_alert ON haccp_evidence (agent_id, alert_id);
+        """,
+    ),
 )

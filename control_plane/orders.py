@@ -171,7 +171,7 @@ def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor:
             if task["state"] in ("planned", "leased"):
                 never_started.append(str(task["id"]))
             wasted += _cancel_task(tx, task, order_id=order_id, now=now, actor=actor)
-        stock.release(tx, order_id=order_id, task_ids=never_started, now=now, actor=actor)
+        stock.release(tx, task_ids=never_started, now=now, actor=actor)
         updated = tx.order(order_id)
         assert updated is not None
         return Cancelled(order_view(tx, updated), wasted)

@@ -237,16 +237,23 @@ class Reader:
         acknowledged: bool | None,
         limit: int,
         after_position: int,
+        kind: str | None = None,
+        resolved: bool | None = None,
     ) -> list[sqlite3.Row]:
         clauses: list[str] = ["rowid > ?"]
         params: list[object] = [after_position]
         if kitchen_id is not None:
             clauses.append("kitchen_id = ?")
             params.append(kitchen_id)
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
         if acknowledged is not None:
             clauses.append(
                 "acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL"
             )
+        if resolved is not None:
+            clauses.append("resolved_at IS NOT NULL" if resolved else "resolved_at IS NULL")
         return self._all(
             f"SELECT rowid AS position, * FROM alerts WHERE {' AND '.join(clauses)}"
             " ORDER BY rowid LIMIT ?",
@@ -397,4 +404,40 @@ class Reader:
         return self._all(
             "SELECT * FROM stock_reservations WHERE order_id = ? ORDER BY task_id, ingredient",
             (order_id,),
+        )
+
+    def held_stock_reservations_of_task(self, task_id: str) -> list[sqlite3.Row]:
+        """What a task holds now (not released), for every order it serves."""
+        return self._all(
+            "SELECT * FROM stock_reservations WHERE task_id = ? AND released_at IS NULL"
+            " ORDER BY order_id, ingredient",
+            (task_id,),
+        )
+
+    # -- haccp evidence
+    def haccp_evidence(
+        self,
+        *,
+        kitchen_id: str,
+        since: float | None,
+        until: float | None,
+        equipment_id: str | None,
+        limit: int,
+        after_id: int,
+    ) -> list[sqlite3.Row]:
+        """A kitchen's HACCP evidence measured in ``[since, until)``, in arrival order."""
+        clauses = ["kitchen_id = ?", "id > ?"]
+        params: list[object] = [kitchen_id, after_id]
+        if since is not None:
+            clauses.append("measured_at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("measured_at < ?")
+            params.append(until)
+        if equipment_id is not None:
+            clauses.append("equipment_id = ?")
+            params.append(equipment_id)
+        return self._all(
+            f"SELECT * FROM haccp_evidence WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            [*params, limit],
         )

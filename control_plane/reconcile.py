@@ -28,9 +28,11 @@ from control_plane.store import Store, Writer
 from protocol.errors import MessageError
 from protocol.events import (
     AlertRaised,
+    AlertResolved,
     DeviceStatus,
     EventEnvelope,
     EventType,
+    HaccpEvidence,
     StepDone,
     StepStarted,
     TaskDone,
@@ -728,13 +730,14 @@ def _device_status(ctx: _Context, payload: Any) -> str:
         kitchen_id=ctx.agent.kitchen_id,
         equipment_id=payload.device_id,
         kind=payload.kind,
-        health="ok" if payload.status == "online" else "offline",
+        health=(payload.health or "ok") if payload.status == "online" else "offline",
         at=ctx.at,
     )
     ctx.record(
-        f"device.{payload.status}",
+        f"device.{payload.health}" if payload.health else f"device.{payload.status}",
         subject=("equipment", payload.device_id),
         device_id=payload.device_id,
+        reason=payload.reason,
         details={"kind": payload.kind},
     )
     return "applied"
@@ -769,6 +772,70 @@ def _alert_raised(ctx: _Context, payload: Any) -> str:
     return "applied"
 
 
+def _alert_resolved(ctx: _Context, payload: Any) -> str:
+    """The condition cleared (the alert is resolved), or kitchen staff recorded what they did
+    about it: the alert is acknowledged by their badge and the action is written on the HACCP
+    evidence of that alert, which is what an inspector reads next to the values."""
+    assert isinstance(payload, AlertResolved)
+    agent_id = ctx.agent.agent_id
+    if payload.reason == "condition_cleared":
+        ctx.tx.resolve_alert(
+            agent_id=agent_id, alert_id=payload.alert_id, resolution="condition_cleared", at=ctx.at
+        )
+        ctx.record("alert.resolved", subject=("alert", payload.alert_id), reason=payload.reason)
+        return "applied"
+    action = payload.corrective_action or "unspecified"
+    ctx.tx.acknowledge_alert(
+        agent_id=agent_id,
+        alert_id=payload.alert_id,
+        by=f"staff:{payload.acted_by}" if payload.acted_by else "staff",
+        corrective_action=action,
+        at=ctx.at,
+    )
+    covered = ctx.tx.record_haccp_corrective_action(
+        agent_id=agent_id,
+        alert_id=payload.alert_id,
+        corrective_action=action,
+        acted_by=payload.acted_by,
+        acted_at=ctx.at,
+    )
+    ctx.record(
+        "alert.corrective_action",
+        subject=("alert", payload.alert_id),
+        reason=action,
+        details={"acted_by": payload.acted_by, "evidence_readings": covered},
+    )
+    return "applied"
+
+
+def _haccp_evidence(ctx: _Context, payload: Any) -> str:
+    """Keep each reading as the kitchen's HACCP evidence (not audited one by one: the evidence
+    table is the record, and the event log keeps the event)."""
+    assert isinstance(payload, HaccpEvidence)
+    agent = ctx.agent
+    ctx.tx.insert_haccp_evidence(
+        rows=[
+            (
+                agent.agent_id,
+                ctx.event.seq,
+                index,
+                agent.kitchen_id,
+                reading.device_id,
+                reading.probe,
+                reading.value_c,
+                reading.measured_at,
+                ctx.now,
+                reading.reason,
+                reading.limit_c,
+                reading.alert_id,
+                reading.actor,
+            )
+            for index, reading in enumerate(payload.readings)
+        ]
+    )
+    return "applied"
+
+
 def _stored_only(_ctx: _Context, _payload: Any) -> str:
     """Routine telemetry (``readings.summary``) and types this version parses but does not act
     on: kept in the event log, not audited one by one."""
@@ -784,4 +851,6 @@ _APPLIERS: dict[str, Callable[[_Context, Any], str]] = {
     EventType.TASK_RELEASED: _task_released,
     EventType.DEVICE_STATUS: _device_status,
     EventType.ALERT_RAISED: _alert_raised,
+    EventType.ALERT_RESOLVED: _alert_resolved,
+    EventType.HACCP_EVIDENCE: _haccp_evidence,
 }

@@ -9,6 +9,11 @@ one write transaction:
   decision was made on (a compare-and-set): a task the kitchen leased or started meanwhile is
   left alone, and the next tick decides again. The move bumps the fencing token, so nothing
   reported under an older lease can ever apply to it;
+- a move to another kitchen takes the task's stock with it in the same transaction
+  (:func:`control_plane.stock.move_reservations`): its reservation is given back at the old
+  kitchen and taken at the new one by conditional decrement. The core already skips kitchens
+  whose stock (as read) lacks it; if the decrement still finds too little (intake took it
+  since the read), the move is rolled back and the task stays, flagged ``no_feasible_kitchen``;
 - a task that may have started on an unreachable kitchen is *flagged* ``stranded_unreachable``
   (audited once, never moved: moving it is the operator's reassignment); one with nowhere to go
   is flagged ``no_feasible_kitchen``. Flags clear when the condition does.
@@ -20,10 +25,10 @@ passed as bookings, so it keeps its slots and only capacity left over is offered
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from control_plane import audit
+from control_plane import audit, stock
 from control_plane.loop_inputs import LoopInputs, OpenTask
 from control_plane.planning.prep_times import PrepTimeModel
 from control_plane.planning.replan import (
@@ -34,10 +39,11 @@ from control_plane.planning.replan import (
     lost_contact,
     replan,
 )
-from control_plane.planning.world import Booking, KitchenSpec, World
+from control_plane.planning.world import Booking, KitchenSpec, SkuSpec, World
 from control_plane.store import Writer
 
 STRANDED = "stranded_unreachable"
+UNPLACEABLE = "no_feasible_kitchen"
 
 
 def affected(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> str | None:
@@ -128,12 +134,14 @@ def _snapshot(
 @dataclass(frozen=True)
 class AppliedReplan:
     """What one transaction changed: moves applied, moves skipped (the task changed since it
-    was read), flags raised and cleared."""
+    was read), moves refused because the new kitchen's stock ran short since the read (the task
+    stays, flagged), flags raised and cleared."""
 
     moved: tuple[TaskMove, ...]
     skipped: tuple[str, ...]
     flagged: tuple[tuple[str, str], ...]
     unflagged: tuple[str, ...]
+    out_of_stock: tuple[str, ...] = ()
 
 
 def apply_replan(
@@ -143,8 +151,45 @@ def apply_replan(
     tasks = {t.task_id: t for t in inputs.tasks}
     moved: list[TaskMove] = []
     skipped: list[str] = []
+    short: dict[str, list[str]] = {}
     for move in plan.result.moves if plan else ():
         task = tasks[move.task_id]
+        try:
+            changed = _move(tx, task, move, inputs.skus.get(task.sku_id), now=now)
+        except stock.OutOfStock as exc:
+            short[move.task_id] = exc.ingredients
+            continue
+        if not changed:
+            skipped.append(move.task_id)
+            continue
+        moved.append(move)
+        _record_move(tx, task, move, now=now)
+    wanted = dict(plan.flags) if plan else {}
+    wanted.update(dict.fromkeys(short, UNPLACEABLE))
+    flagged: list[tuple[str, str]] = []
+    for task_id, reason in sorted(wanted.items()):
+        flagged_task = tasks.get(task_id)
+        if flagged_task is None or flagged_task.flag_reason == reason:
+            continue
+        tx.set_task_flag(task_id=task_id, reason=reason, at=now)
+        flagged.append((task_id, reason))
+        _record_flag(tx, flagged_task, reason, now=now, short_of=short.get(task_id, ()))
+    moved_ids = {m.task_id for m in moved}
+    unflagged = sorted(
+        task_id for task_id in inputs.flagged if task_id not in wanted and task_id not in moved_ids
+    )
+    for task_id in unflagged:
+        tx.set_task_flag(task_id=task_id, reason=None, at=None)
+    return AppliedReplan(
+        tuple(moved), tuple(skipped), tuple(flagged), tuple(unflagged), tuple(sorted(short))
+    )
+
+
+def _move(tx: Writer, task: OpenTask, move: TaskMove, sku: SkuSpec | None, *, now: float) -> bool:
+    """Apply one move and move its stock, together or not at all; False when the task changed
+    since it was read. Raises :class:`~control_plane.stock.OutOfStock` (nothing applied) when
+    the new kitchen lacks what the task uses."""
+    with tx.savepoint():
         changed = tx.replan_task(
             task_id=move.task_id,
             expected_state=task.state,
@@ -156,27 +201,43 @@ def apply_replan(
             planned_finish=move.planned_finish,
             at=now,
         )
-        if not changed:
-            skipped.append(move.task_id)
-            continue
-        moved.append(move)
-        _record_move(tx, task, move, now=now)
-    wanted = dict(plan.flags) if plan else {}
-    flagged: list[tuple[str, str]] = []
-    for task_id, reason in sorted(wanted.items()):
-        flagged_task = tasks.get(task_id)
-        if flagged_task is None or flagged_task.flag_reason == reason:
-            continue
-        tx.set_task_flag(task_id=task_id, reason=reason, at=now)
-        flagged.append((task_id, reason))
-        _record_flag(tx, flagged_task, reason, now=now)
-    moved_ids = {m.task_id for m in moved}
-    unflagged = sorted(
-        task_id for task_id in inputs.flagged if task_id not in wanted and task_id not in moved_ids
-    )
-    for task_id in unflagged:
-        tx.set_task_flag(task_id=task_id, reason=None, at=None)
-    return AppliedReplan(tuple(moved), tuple(skipped), tuple(flagged), tuple(unflagged))
+        if not changed or move.to_kitchen_id == task.kitchen_id:
+            return bool(changed)
+        taken = stock.move_reservations(
+            tx,
+            task_id=task.task_id,
+            to_kitchen_id=move.to_kitchen_id,
+            order_needs=_order_needs(tx, task, sku),
+            now=now,
+        )
+        stock.raise_low_stock_alerts(tx, kitchen_id=move.to_kitchen_id, ingredients=taken, now=now)
+        return True
+
+
+def _order_needs(tx: Writer, task: OpenTask, sku: SkuSpec | None) -> dict[str, dict[str, float]]:
+    """What the task uses for each order it serves: its SKU's per-unit amounts times its
+    quantity, shared among its orders by the units each ordered of the SKU (intake plans one
+    order per task, so usually all of it goes to that order)."""
+    if sku is None or not sku.ingredients or not task.order_ids:
+        return {}
+    units = {
+        order_id: sum(
+            int(item["quantity"])
+            for item in tx.order_items(order_id)
+            if item["sku_id"] == task.sku_id
+        )
+        for order_id in task.order_ids
+    }
+    total = sum(units.values())
+    needs: dict[str, dict[str, float]] = {}
+    for order_id in task.order_ids:
+        share = units[order_id] / total if total else 1.0 / len(task.order_ids)
+        for ingredient, per_unit in sku.ingredients:
+            amount = per_unit * task.quantity * share
+            if amount > 0:
+                per_order = needs.setdefault(order_id, {})
+                per_order[ingredient] = per_order.get(ingredient, 0.0) + amount
+    return needs
 
 
 def _record_move(tx: Writer, task: OpenTask, move: TaskMove, *, now: float) -> None:
@@ -216,7 +277,9 @@ def _record_move(tx: Writer, task: OpenTask, move: TaskMove, *, now: float) -> N
         )
 
 
-def _record_flag(tx: Writer, task: OpenTask, reason: str, *, now: float) -> None:
+def _record_flag(
+    tx: Writer, task: OpenTask, reason: str, *, now: float, short_of: Sequence[str] = ()
+) -> None:
     for order_id in task.order_ids or (None,):
         audit.append(
             tx,
@@ -236,5 +299,7 @@ def _record_flag(tx: Writer, task: OpenTask, reason: str, *, now: float) -> None
                 "fencing_token": task.fencing_token,
                 # Never moved by the control plane: it may be cooking; an operator decides.
                 "moved": False,
+                # The kitchen it was to move to ran short of these since the tick read it.
+                **({"out_of_stock": list(short_of)} if short_of else {}),
             },
         )

@@ -4,10 +4,14 @@ An ingredient a kitchen has a ``kitchen_stock`` row for is *tracked*; anything e
 limited. Taking stock is one conditional statement (``quantity = quantity - ? WHERE quantity >=
 ?``), never a read followed by a write, so concurrent intakes cannot oversell even across
 processes sharing the store. Each reservation is recorded per order and task, and released at
-most once (``released_at``), so cancelling twice gives nothing back twice.
+most once (``released_at``, with ``release_reason``), so cancelling twice gives nothing back
+twice. A task the control loop re-plans to another kitchen takes its stock with it
+(:func:`move_reservations`): given back at the old kitchen and taken at the new one in the
+move's transaction, or the move does not happen.
 
 A tracked ingredient that falls below its low-water mark raises one ``low_stock`` alert (in the
-alerts list, audited); it is raised again only after stock has come back to the mark.
+alerts list, audited); stock back at the mark resolves it and re-arms it, so it is raised again
+only after that.
 
 >>> view = stock_view(reader, "k1")                                    # doctest: +SKIP
 >>> view["items"][0]["ingredient"], view["items"][0]["low"]            # doctest: +SKIP
@@ -31,6 +35,11 @@ from control_plane.store import Store, Writer
 #: The ``agent_id`` of alerts the control plane raises itself (alerts are keyed by agent).
 CONTROL_PLANE_SOURCE = "control-plane"
 LOW_STOCK = "low_stock"
+#: Why a reservation was given back (``stock_reservations.release_reason``, audit ``reason``).
+ORDER_CANCELLED = "order_cancelled"
+TASK_MOVED = "task_moved"
+#: Who moves reservations with re-planned tasks (as its audit records name it).
+REPLANNER = "replanner"
 
 
 class OutOfStock(Exception):
@@ -111,17 +120,100 @@ def reserve(
 
 
 def release(
-    tx: Writer, *, order_id: str, task_ids: Iterable[str], now: float, actor: str
+    tx: Writer,
+    *,
+    task_ids: Iterable[str],
+    now: float,
+    actor: str,
+    reason: str = ORDER_CANCELLED,
 ) -> dict[str, float]:
-    """Give back what the order reserved for ``task_ids`` (tasks that were never started);
-    each reservation at most once. Returns ``{ingredient: amount}`` given back (audited)."""
-    wanted = set(task_ids)
-    given: dict[tuple[str, str], float] = {}
-    for row in tx.stock_reservations_of_order(order_id):
-        if row["task_id"] not in wanted or row["released_at"] is not None:
-            continue
+    """Give back what ``task_ids`` hold (tasks cancelled before they started), for every order
+    they serve: a batch is only cancelled once none of its orders is open, and what an order
+    cancelled earlier reserved for it was kept until then. Each reservation at most once.
+    Returns ``{ingredient: amount}`` given back (audited as ``stock.released`` with ``reason``,
+    on each reservation's order)."""
+    held = [
+        row
+        for task_id in sorted(set(task_ids))
+        for row in tx.held_stock_reservations_of_task(task_id)
+    ]
+    given = _give_back(tx, held, reason=reason, actor_type="operator", actor=actor, now=now)
+    totals: dict[str, float] = {}
+    for (_, ingredient), amount in sorted(given.items()):
+        totals[ingredient] = totals.get(ingredient, 0.0) + amount
+    return totals
+
+
+def move_reservations(
+    tx: Writer,
+    *,
+    task_id: str,
+    to_kitchen_id: str,
+    order_needs: Mapping[str, Mapping[str, float]],
+    now: float,
+) -> list[str]:
+    """Move a re-planned task's stock with it, inside the move's transaction: give back what it
+    holds (at its old kitchen, ``task_moved``), then take what it needs at ``to_kitchen_id`` by
+    conditional decrement (``order_needs``: ``{order_id: {ingredient: amount}}``, what the task
+    uses for each order it serves; untracked ingredients are not limited).
+
+    All or nothing: if the new kitchen is short of anything, every change is rolled back and
+    :class:`OutOfStock` names what is short (the task must not move). Returns the ingredients
+    taken at the new kitchen (to check against their low-water marks)."""
+    taken: set[str] = set()
+    with tx.savepoint():
+        held = tx.held_stock_reservations_of_task(task_id)
+        _give_back(tx, held, reason=TASK_MOVED, actor_type="system", actor=REPLANNER, now=now)
+        for order_id in sorted(order_needs):
+            got = reserve(
+                tx,
+                order_id=order_id,
+                kitchen_id=to_kitchen_id,
+                task_needs={task_id: order_needs[order_id]},
+                now=now,
+            )
+            for ingredient in got:
+                audit.append(
+                    tx,
+                    at=now,
+                    actor_type="system",
+                    actor_id=REPLANNER,
+                    action="stock.reserved",
+                    subject_type="ingredient",
+                    subject_id=f"{to_kitchen_id}/{ingredient}",
+                    order_id=order_id,
+                    kitchen_id=to_kitchen_id,
+                    reason=TASK_MOVED,
+                    details={
+                        "ingredient": ingredient,
+                        "quantity": order_needs[order_id][ingredient],
+                        "task_id": task_id,
+                    },
+                )
+            taken.update(got)
+    return sorted(taken)
+
+
+def _give_back(
+    tx: Writer,
+    held: Iterable[sqlite3.Row],
+    *,
+    reason: str,
+    actor_type: str,
+    actor: str,
+    now: float,
+) -> dict[tuple[str, str], float]:
+    """Release each held reservation once, return its quantity to its kitchen's stock, audit
+    ``stock.released`` per order, kitchen and ingredient, and re-arm low-stock alerts; returns
+    ``{(kitchen_id, ingredient): amount}`` given back."""
+    given: dict[tuple[str, str, str], float] = {}
+    for row in held:
         if not tx.release_stock_reservation(
-            order_id=order_id, task_id=row["task_id"], ingredient=row["ingredient"], at=now
+            order_id=row["order_id"],
+            task_id=row["task_id"],
+            ingredient=row["ingredient"],
+            reason=reason,
+            at=now,
         ):
             continue
         kitchen_id, ingredient = str(row["kitchen_id"]), str(row["ingredient"])
@@ -132,25 +224,34 @@ def release(
             low_water_mark=None,
             at=now,
         )
-        given[kitchen_id, ingredient] = given.get((kitchen_id, ingredient), 0.0) + float(
-            row["quantity"]
-        )
-    for (kitchen_id, ingredient), amount in sorted(given.items()):
+        key = (str(row["order_id"]), kitchen_id, ingredient)
+        given[key] = given.get(key, 0.0) + float(row["quantity"])
+    totals: dict[tuple[str, str], float] = {}
+    for (order_id, kitchen_id, ingredient), amount in sorted(given.items()):
         audit.append(
             tx,
             at=now,
-            actor_type="operator",
+            actor_type=actor_type,
             actor_id=actor,
             action="stock.released",
             subject_type="ingredient",
             subject_id=f"{kitchen_id}/{ingredient}",
             order_id=order_id,
             kitchen_id=kitchen_id,
-            reason="order_cancelled",
+            reason=reason,
             details={"ingredient": ingredient, "quantity": amount},
         )
-        _rearm_low_stock(tx, kitchen_id=kitchen_id, ingredient=ingredient, now=now, actor=actor)
-    return {ingredient: amount for (_, ingredient), amount in sorted(given.items())}
+        totals[kitchen_id, ingredient] = totals.get((kitchen_id, ingredient), 0.0) + amount
+    for kitchen_id, ingredient in sorted(totals):
+        _rearm_low_stock(
+            tx,
+            kitchen_id=kitchen_id,
+            ingredient=ingredient,
+            now=now,
+            actor_type=actor_type,
+            actor=actor,
+        )
+    return totals
 
 
 def raise_low_stock_alerts(
@@ -164,7 +265,7 @@ def raise_low_stock_alerts(
             continue
         row = tx.stock_item(kitchen_id, ingredient)
         assert row is not None
-        alert_id = f"low-stock-{uuid.uuid4().hex[:16]}"
+        alert_id = _low_stock_prefix(kitchen_id, ingredient) + uuid.uuid4().hex[:16]
         message = (
             f"{ingredient} at kitchen {kitchen_id} is low: {row['quantity']:g} left,"
             f" below the mark of {row['low_water_mark']:g}"
@@ -201,21 +302,47 @@ def raise_low_stock_alerts(
     return raised
 
 
+def _low_stock_prefix(kitchen_id: str, ingredient: str) -> str:
+    """How the ids of an ingredient's ``low_stock`` alerts start, so restocking can find them
+    (kitchen ids and ingredients are identifiers without dots)."""
+    return f"low-stock.{kitchen_id}.{ingredient}."
+
+
 def _rearm_low_stock(
-    tx: Writer, *, kitchen_id: str, ingredient: str, now: float, actor: str
+    tx: Writer,
+    *,
+    kitchen_id: str,
+    ingredient: str,
+    now: float,
+    actor: str,
+    actor_type: str = "operator",
 ) -> None:
-    if tx.clear_stock_low(kitchen_id=kitchen_id, ingredient=ingredient):
-        audit.append(
-            tx,
-            at=now,
-            actor_type="operator",
-            actor_id=actor,
-            action="stock.low_cleared",
-            subject_type="ingredient",
-            subject_id=f"{kitchen_id}/{ingredient}",
-            kitchen_id=kitchen_id,
-            details={"ingredient": ingredient},
-        )
+    """Back at or above its mark: re-arm the alert, and resolve the one raised (the condition
+    cleared; acknowledging it is still a person's act)."""
+    row = tx.stock_item(kitchen_id, ingredient)
+    if row is None or not tx.clear_stock_low(kitchen_id=kitchen_id, ingredient=ingredient):
+        return
+    resolved = tx.resolve_alerts_by_prefix(
+        agent_id=CONTROL_PLANE_SOURCE,
+        kind=LOW_STOCK,
+        alert_id_prefix=_low_stock_prefix(kitchen_id, ingredient),
+        resolution=(
+            f"{ingredient} back at {row['quantity']:g}, at or above the mark of"
+            f" {row['low_water_mark']:g}"
+        ),
+        at=now,
+    )
+    audit.append(
+        tx,
+        at=now,
+        actor_type=actor_type,
+        actor_id=actor,
+        action="stock.low_cleared",
+        subject_type="ingredient",
+        subject_id=f"{kitchen_id}/{ingredient}",
+        kitchen_id=kitchen_id,
+        details={"ingredient": ingredient, "alerts_resolved": resolved},
+    )
 
 
 def deliver(

@@ -626,17 +626,24 @@ class Writer(Reader):
             (agent_id, alert_id, kitchen_id, message, lead_s, margin_s, raised_at, order_id, cause),
         )
 
-    def resolve_alert(
-        self, *, agent_id: str, alert_id: str, by: str, resolution: str, at: float
-    ) -> None:
-        """Close an alert the system raised: resolved, and acknowledged by the system with the
-        resolution (unless a person acknowledged it first), so open-alert lists drop it."""
+    def resolve_alert(self, *, agent_id: str, alert_id: str, resolution: str, at: float) -> None:
+        """Record that an alert's condition cleared, and how. Acknowledgement is a person's act
+        and stays as it is (an alert may be resolved and never acknowledged)."""
         self._exec(
-            "UPDATE alerts SET resolved_at = ?, acknowledged_at = COALESCE(acknowledged_at, ?),"
-            " acknowledged_by = COALESCE(acknowledged_by, ?),"
-            " corrective_action = COALESCE(corrective_action, ?)"
+            "UPDATE alerts SET resolved_at = ?, resolution = ?"
             " WHERE agent_id = ? AND alert_id = ? AND resolved_at IS NULL",
-            (at, at, by, resolution, agent_id, alert_id),
+            (at, resolution, agent_id, alert_id),
+        )
+
+    def resolve_alerts_by_prefix(
+        self, *, agent_id: str, kind: str, alert_id_prefix: str, resolution: str, at: float
+    ) -> int:
+        """Resolve every open ``kind`` alert of ``agent_id`` whose id starts with the prefix
+        (ids made of ASCII characters below DEL, so the range is exactly the prefix's)."""
+        return self._exec(
+            "UPDATE alerts SET resolved_at = ?, resolution = ? WHERE agent_id = ?"
+            " AND alert_id >= ? AND alert_id < ? AND kind = ? AND resolved_at IS NULL",
+            (at, resolution, agent_id, alert_id_prefix, alert_id_prefix + "\x7f", kind),
         )
 
     def replan_task(
@@ -762,13 +769,14 @@ class Writer(Reader):
         )
 
     def release_stock_reservation(
-        self, *, order_id: str, task_id: str, ingredient: str, at: float
+        self, *, order_id: str, task_id: str, ingredient: str, reason: str, at: float
     ) -> int:
-        """Mark a reservation released; 0 if it already was (so stock is given back once)."""
+        """Mark the held reservation released and why; 0 if none is held (so stock is given
+        back once)."""
         return self._exec(
-            "UPDATE stock_reservations SET released_at = ? WHERE order_id = ? AND task_id = ?"
-            " AND ingredient = ? AND released_at IS NULL",
-            (at, order_id, task_id, ingredient),
+            "UPDATE stock_reservations SET released_at = ?, release_reason = ? WHERE order_id = ?"
+            " AND task_id = ? AND ingredient = ? AND released_at IS NULL",
+            (at, reason, order_id, task_id, ingredient),
         )
 
     def add_stock(
@@ -824,6 +832,35 @@ class Writer(Reader):
             " order_id, kitchen_id, station_id, device_id, reason, details_json, prev_hash, hash)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+
+    # -- haccp evidence
+    def insert_haccp_evidence(self, *, rows: Sequence[tuple[object, ...]]) -> None:
+        """HACCP evidence readings, each ``(agent_id, event_seq, reading_index, kitchen_id,
+        equipment_id, probe, value_c, measured_at, received_at, reason, limit_c, alert_id,
+        acted_by)``; a row already kept (same event, same place in it) is left as it is."""
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO haccp_evidence (agent_id, event_seq, reading_index,"
+            " kitchen_id, equipment_id, probe, value_c, measured_at, received_at, reason,"
+            " limit_c, alert_id, acted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def record_haccp_corrective_action(
+        self,
+        *,
+        agent_id: str,
+        alert_id: str,
+        corrective_action: str,
+        acted_by: str | None,
+        acted_at: float,
+    ) -> int:
+        """Note who acted on an alert, and what they did, on the evidence of that alert;
+        returns how many readings it covers (the first action recorded is kept)."""
+        return self._exec(
+            "UPDATE haccp_evidence SET corrective_action = ?, acted_by = ?, acted_at = ?"
+            " WHERE agent_id = ? AND alert_id = ? AND corrective_action IS NULL",
+            (corrective_action, acted_by, acted_at, agent_id, alert_id),
         )
 
 

@@ -227,6 +227,10 @@ class AgentList(_View):
 
 
 class AlertOut(_View):
+    """An alert. ``agent_id`` is ``control-plane`` for the control plane's own (``sla_at_risk``:
+    ``value`` the lead time in seconds, ``limit`` the predicted margin; ``low_stock``).
+    Acknowledged is what a person did; resolved is the condition clearing."""
+
     agent_id: str
     alert_id: str
     kitchen_id: str
@@ -236,10 +240,19 @@ class AlertOut(_View):
     message: str
     value: float | None
     limit: float | None
+    #: The order an ``sla_at_risk`` alert is about.
+    order_id: str | None
+    #: Why an ``sla_at_risk`` alert was raised: ``queue``, ``slow_kitchen``,
+    #: ``equipment_down`` or ``stranded``.
+    cause: str | None
     raised_at: IsoTime
     acknowledged_at: IsoTime | None
     acknowledged_by: str | None
     corrective_action: str | None
+    #: When the condition cleared (null: still open).
+    resolved_at: IsoTime | None
+    #: How it cleared (e.g. the order recovered or closed).
+    resolution: str | None
 
 
 class AlertPage(_View):

@@ -303,6 +303,7 @@ class Agent:
             kind_of=self._kind_of,
             overrides=config.safety_overrides,
             offline_alert_s=config.device_offline_alert_s,
+            placements=config.probe_placements,
         )
         monitor.seed_open_alerts(a["alert_id"] for a in store.alerts(open_only=True))
         ingest = Ingest(

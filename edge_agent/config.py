@@ -17,8 +17,17 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from edge_agent.errors import ConfigError, InsecureConfigError
 from edge_agent.safety import RULE_PACKS, thresholds_for
@@ -80,6 +89,13 @@ class AgentConfig(BaseModel):
     #: Per-equipment threshold overrides by device id, e.g.
     #: ``{"fridge-2": {"alarm_c": 3.0, "breach_delay_s": 900}, "probe-1": {"mode": "hot"}}``.
     safety_overrides: dict[str, dict[str, float | str]] = Field(default_factory=dict)
+    #: Reference probes placed in a unit, by probe device id: ``{"probe-1": "fridge-1"}`` (or
+    #: ``"fridge-1/air_temp"`` for one of its probes). Probes of one unit more than its
+    #: ``probe_accuracy_c`` (±1 °C) apart raise ``probe_disagreement``, a compliance event.
+    probe_placements: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_.-]{1,64})?$")],
+    ] = Field(default_factory=dict, max_length=64)
     #: How often timers (delays, probe silence, devices offline) are evaluated.
     safety_tick_s: float = Field(default=5.0, gt=0, le=600)
     #: A device offline this long raises a ``device_offline`` alert.

@@ -11,7 +11,8 @@ thread or a serial reader. One thread, ``brigade-ingest``, drains the queue ever
 * aggregates readings into per-window summaries and queues closed windows in the routine lane
   in one transaction (group commit: a power cut may lose the readings of the last
   ``flush_s``, the one weaker durability the agent accepts, and only for routine telemetry);
-* records device status changes (``device.status`` in the priority lane).
+* records device status changes (``device.status`` in the priority lane), and changes of an
+  online device's health (``degraded``/``failed``, :mod:`edge_agent.health`) the same way.
 
 A full queue drops the reading and counts it (``queue_full``); status changes have their own
 queue so a telemetry flood cannot push them out.
@@ -26,10 +27,12 @@ from collections import Counter
 
 from edge_agent.clock import Clock
 from edge_agent.executor import EventRecord
+from edge_agent.health import HealthTracker
 from edge_agent.monitor import Actions, SafetyMonitor
 from edge_agent.readings import (
     CorrectiveAction,
     Observed,
+    ProbeCheck,
     SeqTracker,
     StatusSeen,
     WindowAggregator,
@@ -61,10 +64,13 @@ class Ingest:
         self.flush_s = flush_s
         self.max_batch = max_batch
         self.seqs = SeqTracker()
+        self.health = HealthTracker()
         self.windows = WindowAggregator(window_s=window_s)
         self._observed: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
         #: Rare and precious (status changes, staff actions): a queue of their own.
-        self._statuses: queue.Queue[StatusSeen | CorrectiveAction] = queue.Queue(maxsize=1000)
+        self._statuses: queue.Queue[StatusSeen | CorrectiveAction | ProbeCheck] = queue.Queue(
+            maxsize=1000
+        )
         self._urgent = threading.Event()
         self._counts_lock = threading.Lock()
         self.readings_ingested = 0
@@ -79,9 +85,9 @@ class Ingest:
 
     # -- from the links (any thread) ----------------------------------------------------------
 
-    def submit(self, item: Observed | StatusSeen | CorrectiveAction) -> bool:
+    def submit(self, item: Observed | StatusSeen | CorrectiveAction | ProbeCheck) -> bool:
         """Queue ``item`` without blocking; ``False`` (and counted) when the queue is full."""
-        target: queue.Queue[Observed] | queue.Queue[StatusSeen | CorrectiveAction]
+        target: queue.Queue[Observed] | queue.Queue[StatusSeen | CorrectiveAction | ProbeCheck]
         target = self._observed if isinstance(item, Observed) else self._statuses
         try:
             target.put_nowait(item)  # type: ignore[arg-type]
@@ -142,7 +148,9 @@ class Ingest:
                 break
         activity: dict[str, DeviceActivity] = {}
         taken = 0
+        received: Counter[str] = Counter()
         for item in batch:
+            received[item.device_id] += 1
             missed = 0
             if item.seq is not None:
                 missed = self.seqs.observe(item.device_id, item.seq)
@@ -155,6 +163,10 @@ class Ingest:
                 last_seq=self.seqs.last(item.device_id),
                 missed=missed + (previous.missed if previous else 0),
             )
+            if item.mode is not None or item.event is not None:
+                self.health.observe(
+                    item.device_id, at=item.at, received=0, mode=item.mode, event=item.event
+                )
             for reading in item.readings:
                 self.windows.add(reading)
                 actions.extend(self.monitor.on_reading(reading))
@@ -169,6 +181,18 @@ class Ingest:
             occurred_at=now,
         )
         self.store.record_device_activity(seen=list(activity.values()))
+        for seen in activity.values():
+            # One call per device and flush, not per message: telemetry floods come through here.
+            self.health.observe(
+                seen.device_id,
+                at=seen.seen_at,
+                received=received[seen.device_id],
+                missed=seen.missed,
+            )
+        for change in self.health.changes(now=now):
+            self.store.record_device_health(
+                device_id=change.device_id, health=change.health, reason=change.reason, at=now
+            )
         with self._counts_lock:
             self.readings_ingested += taken
         return taken
@@ -221,7 +245,16 @@ class Ingest:
             },
         )
 
-    def _status(self, seen: StatusSeen | CorrectiveAction) -> Actions:
+    def _status(self, seen: StatusSeen | CorrectiveAction | ProbeCheck) -> Actions:
+        if isinstance(seen, ProbeCheck):
+            return self.monitor.on_probe_check(
+                device_id=seen.device_id,
+                probe=seen.probe,
+                reading_c=seen.reading_c,
+                reference_c=seen.reference_c,
+                badge=seen.badge,
+                at=seen.at,
+            )
         if isinstance(seen, CorrectiveAction):
             if (
                 self.store.record_corrective_action(
@@ -248,4 +281,5 @@ class Ingest:
             at=seen.at,
             kind=seen.kind,
         )
+        self.health.online(seen.device_id, seen.online)
         return self.monitor.on_device_status(seen.device_id, online=seen.online, at=seen.at)

@@ -17,20 +17,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge_agent.readings import ReadingIn
 from edge_agent.safety import (
     RULE_PACKS,
     AlertDecision,
     Evidence,
+    EvidenceReason,
     ProbeState,
     Reading,
     RulePack,
     Thresholds,
     check_core_temperature,
+    check_probe_accuracy,
     device_offline_alert,
     evaluate,
+    probe_disagreement_alert,
+    probe_spread,
     thresholds_for,
 )
 from protocol import AlertRaised
@@ -70,8 +74,17 @@ class SafetyMonitor:
         kind_of: Callable[[str], str | None],
         overrides: Mapping[str, Mapping[str, float | str]] | None = None,
         offline_alert_s: float = 300.0,
+        placements: Mapping[str, str] | None = None,
+        cross_check_age_s: float = 60.0,
     ) -> None:
         self.pack = pack
+        #: Reference probes placed in a unit: probe device -> (unit, unit's probe or None for
+        #: all of them), from ``"fridge-1"`` or ``"fridge-1/air_temp"``.
+        self._placements: list[tuple[str, str, str | None]] = []
+        for probe_device, where in (placements or {}).items():
+            unit, _, metric = where.partition("/")
+            self._placements.append((probe_device, unit, metric or None))
+        self._cross_check_age_s = cross_check_age_s
         self._kind_of = kind_of
         self._overrides = dict(overrides or {})
         self._offline_alert_s = offline_alert_s
@@ -116,16 +129,70 @@ class SafetyMonitor:
         if reading.unit not in TEMPERATURE_UNITS or reading.metric in IGNORED_METRICS:
             return Actions()
         thresholds = self.thresholds(reading.device_id)
-        if thresholds.mode == "none":
+        if thresholds.mode == "none" and not self._placements:
             return Actions()
+        value = Reading(value_c=reading.value, at=reading.at)
         with self._lock:
-            return self._evaluate(
-                reading.device_id,
-                reading.metric,
-                thresholds,
-                reading.at,
-                Reading(value_c=reading.value, at=reading.at),
+            if thresholds.mode != "none":
+                actions = self._evaluate(
+                    reading.device_id, reading.metric, thresholds, reading.at, value
+                )
+            elif any(placed == reading.device_id for placed, _, _ in self._placements):
+                # A reference probe checks a unit; its own readings are compared, not judged.
+                key = (reading.device_id, reading.metric)
+                self._probes[key] = replace(self._probes.get(key, ProbeState()), last=value)
+                actions = Actions()
+            else:
+                return Actions()
+            actions.extend(self._cross_check(reading.device_id, reading.at))
+            return actions
+
+    def _cross_check(self, device_id: str, now: float) -> Actions:
+        """Compare the probes of each unit ``device_id`` takes part in (as the unit or as the
+        reference probe placed in it): more than the unit's ``probe_accuracy_c`` apart raises
+        ``probe_disagreement`` with every probe's last reading as evidence; back within it
+        clears the alert."""
+        actions = Actions()
+        for placed, unit, metric in self._placements:
+            if device_id not in (placed, unit):
+                continue
+            members = [
+                (device, probe, state.last)
+                for (device, probe), state in self._probes.items()
+                if state.last is not None
+                and (device == placed or (device == unit and metric in (None, probe)))
+            ]
+            spread = probe_spread(
+                [last for _, _, last in members], now=now, max_age_s=self._cross_check_age_s
             )
+            if spread is None:
+                continue
+            open_key = (unit, placed, "probe_disagreement")
+            decision = probe_disagreement_alert(
+                spread_c=spread, accuracy_c=self.thresholds(unit).probe_accuracy_c, at=now
+            )
+            if decision is None:
+                alert_id = self._open.pop(open_key, None)
+                if alert_id is not None:
+                    actions.cleared.append(alert_id)
+                continue
+            if open_key in self._open:
+                continue
+            alert_id = decision.alert_id(unit, placed)
+            proof = [
+                Evidence(
+                    device_id=device,
+                    probe=probe,
+                    value_c=last.value_c,
+                    measured_at=last.at,
+                    reason="probe_disagreement",
+                    alert_id=alert_id,
+                )
+                for device, probe, last in members
+                if now - last.at <= self._cross_check_age_s
+            ]
+            actions.alerts.append(self._alert(unit, placed, decision, proof))
+        return actions
 
     def tick(self, now: float) -> Actions:
         """Timers: delays elapsing without new readings, silent probes, devices offline."""
@@ -143,8 +210,68 @@ class SafetyMonitor:
                     offline_since=since, now=now, delay_s=self._offline_alert_s
                 )
                 if decision is not None:
-                    actions.alerts.append(self._alert(device_id, "-", decision, []))
+                    proof = self._last_readings(
+                        device_id, "device_offline", decision.alert_id(device_id, "-")
+                    )
+                    actions.alerts.append(self._alert(device_id, "-", decision, proof))
         return actions
+
+    def on_probe_check(
+        self,
+        *,
+        device_id: str,
+        probe: str,
+        reading_c: float,
+        reference_c: float,
+        badge: str | None,
+        at: float,
+    ) -> Actions:
+        """An accuracy check of a probe against a reference (e.g. iced water, 0 °C): always
+        kept as evidence (``probe_check``, the reference as its limit, the badge as actor);
+        off by more than the device's ``probe_accuracy_c`` (±1 °C) it also raises
+        ``probe_inaccurate``, whose evidence it is."""
+        accuracy = self.thresholds(device_id).probe_accuracy_c
+        decision = check_probe_accuracy(
+            reading_c=reading_c, reference_c=reference_c, accuracy_c=accuracy, at=at
+        )
+        record = Evidence(
+            device_id=device_id,
+            probe=probe,
+            value_c=reading_c,
+            measured_at=at,
+            reason="probe_check",
+            limit_c=reference_c,
+            alert_id=None if decision is None else decision.alert_id(device_id, probe),
+            actor=badge,
+        )
+        actions = Actions()
+        with self._lock:
+            if decision is None:
+                actions.evidence.append(record)
+                alert_id = self._open.pop((device_id, probe, "probe_inaccurate"), None)
+                if alert_id is not None:
+                    actions.cleared.append(alert_id)  # a passing re-check after recalibration
+            else:
+                actions.alerts.append(self._alert(device_id, probe, decision, [record]))
+        return actions
+
+    def _last_readings(
+        self, device_id: str, reason: EvidenceReason, alert_id: str
+    ) -> list[Evidence]:
+        """The last reading of each of ``device_id``'s probes, as evidence of why its record
+        stops there (a silent probe, a device gone offline)."""
+        return [
+            Evidence(
+                device_id=device_id,
+                probe=probe,
+                value_c=state.last.value_c,
+                measured_at=state.last.at,
+                reason=reason,
+                alert_id=alert_id,
+            )
+            for (device, probe), state in self._probes.items()
+            if device == device_id and state.last is not None
+        ]
 
     def on_device_status(self, device_id: str, *, online: bool, at: float) -> Actions:
         actions = Actions()
@@ -218,8 +345,10 @@ class SafetyMonitor:
             if alert_id is not None:
                 actions.cleared.append(alert_id)
         for decision in outcome.alerts:
-            proof = (
-                [
+            proof: list[Evidence] = []
+            last = outcome.state.last
+            if decision.value is not None:
+                proof.append(
                     Evidence(
                         device_id=device_id,
                         probe=probe,
@@ -229,10 +358,20 @@ class SafetyMonitor:
                         limit_c=decision.limit,
                         alert_id=decision.alert_id(device_id, probe),
                     )
-                ]
-                if decision.value is not None
-                else []
-            )
+                )
+            elif decision.kind == "probe_silent" and last is not None:
+                # A silent probe is a compliance event: the record says where it stopped.
+                proof.append(
+                    Evidence(
+                        device_id=device_id,
+                        probe=probe,
+                        value_c=last.value_c,
+                        measured_at=last.at,
+                        reason="probe_silent",
+                        limit_c=thresholds.legal_limit_c,
+                        alert_id=decision.alert_id(device_id, probe),
+                    )
+                )
             actions.alerts.append(self._alert(device_id, probe, decision, proof))
         actions.evidence += evidence
         return actions

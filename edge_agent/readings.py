@@ -44,6 +44,10 @@ class Observed:
     seq: int | None
     at: float
     readings: tuple[ReadingIn, ...] = ()
+    #: The device's mode from a retained ``state`` (equipment health: ``fault`` is failed).
+    mode: str | None = None
+    #: A device ``event`` as ``(name, severity)`` (equipment health: alarms degrade it).
+    event: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,19 @@ class CorrectiveAction:
     badge: str | None
     at: float
     device_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    """Staff checked a probe against a reference (``probe_check`` device event), e.g. the
+    ice-point check: the probe in iced water should read 0 °C."""
+
+    device_id: str
+    probe: str
+    reading_c: float
+    reference_c: float
+    badge: str | None
+    at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ reheat-or-discard branch), probe silence; :func:`check_core_temperature` covers 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -214,6 +214,17 @@ class Reading:
     at: float
 
 
+#: Why a reading is kept as evidence: a routine ``interval`` sample, an ``excursion`` beyond
+#: the legal limit, or a compliance event about the measurement itself (SPEC guarantee 7):
+#: a probe that went silent or whose device went offline (the last value it gave), and a
+#: probe accuracy check against a reference (``probe_check``: the probe's value, the
+#: reference in ``limit_c``; recorded whether it passed or not), and two probes of one unit
+#: disagreeing by more than the probe accuracy (``probe_disagreement``: each probe's value).
+EvidenceReason = Literal[
+    "interval", "excursion", "probe_silent", "device_offline", "probe_check", "probe_disagreement"
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """A HACCP evidence record: the actual value, when, which device and probe, and why."""
@@ -222,7 +233,7 @@ class Evidence:
     probe: str
     value_c: float
     measured_at: float
-    reason: Literal["interval", "excursion"]
+    reason: EvidenceReason
     limit_c: float | None = None
     alert_id: str | None = None
     actor: str | None = None
@@ -484,6 +495,67 @@ def check_core_temperature(
     )
 
 
+def check_probe_accuracy(
+    *, reading_c: float, reference_c: float, accuracy_c: float, at: float
+) -> AlertDecision | None:
+    """A probe accuracy check (e.g. the ice-point check: probe in iced water, reference 0 °C):
+    a probe off by more than ``accuracy_c`` (±1 °C by default) cannot prove a limit, so its
+    readings are suspect until it is recalibrated or replaced. ``None`` when it passes.
+
+    >>> check_probe_accuracy(reading_c=0.4, reference_c=0.0, accuracy_c=1.0, at=0.0) is None
+    True
+    >>> check_probe_accuracy(reading_c=1.6, reference_c=0.0, accuracy_c=1.0, at=0.0).kind
+    'probe_inaccurate'
+    """
+    error = reading_c - reference_c
+    if abs(error) <= accuracy_c:
+        return None
+    return AlertDecision(
+        kind="probe_inaccurate",
+        severity="warning",
+        message=(
+            f"probe reads {reading_c:.1f} °C against a reference of {reference_c:.1f} °C "
+            f"(off by {error:+.1f} °C, accuracy ±{accuracy_c:.1f} °C)"
+        ),
+        value=reading_c,
+        limit=reference_c,
+        episode_start=at,
+        corrective_action="recalibrate_or_replace_probe",
+    )
+
+
+def probe_spread(readings: Sequence[Reading], *, now: float, max_age_s: float) -> float | None:
+    """The spread (max - min, °C) of the readings no older than ``max_age_s``; ``None`` with
+    fewer than two fresh ones (nothing to compare).
+
+    >>> probe_spread([Reading(3.0, 0.0), Reading(4.5, 1.0)], now=2.0, max_age_s=60.0)
+    1.5
+    """
+    fresh = [r.value_c for r in readings if now - r.at <= max_age_s]
+    if len(fresh) < 2:
+        return None
+    return max(fresh) - min(fresh)
+
+
+def probe_disagreement_alert(
+    *, spread_c: float, accuracy_c: float, at: float
+) -> AlertDecision | None:
+    """Two probes of one unit (its own sensor and a reference probe placed in it) that differ
+    by more than ``accuracy_c`` (±1 °C): at least one of them is wrong, so neither proves a
+    limit until it is checked. ``None`` when they agree within the accuracy."""
+    if spread_c <= accuracy_c:
+        return None
+    return AlertDecision(
+        kind="probe_disagreement",
+        severity="warning",
+        message=f"probes of one unit differ by {spread_c:.1f} °C (accuracy ±{accuracy_c:.1f} °C)",
+        value=spread_c,
+        limit=accuracy_c,
+        episode_start=at,
+        corrective_action="check_probes_against_a_reference",
+    )
+
+
 def device_offline_alert(
     *, offline_since: float, now: float, delay_s: float
 ) -> AlertDecision | None:
@@ -505,13 +577,17 @@ __all__ = [
     "AlertDecision",
     "CoolingStage",
     "Evidence",
+    "EvidenceReason",
     "Outcome",
     "ProbeState",
     "Reading",
     "RulePack",
     "Thresholds",
     "check_core_temperature",
+    "check_probe_accuracy",
     "device_offline_alert",
     "evaluate",
+    "probe_disagreement_alert",
+    "probe_spread",
     "thresholds_for",
 ]

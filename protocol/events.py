@@ -30,6 +30,7 @@ class EventType(StrEnum):
     ALERT_RAISED = "alert.raised"
     ALERT_RESOLVED = "alert.resolved"
     READINGS_SUMMARY = "readings.summary"
+    HACCP_EVIDENCE = "haccp.evidence"
 
 
 class EventEnvelope(WireModel):
@@ -108,11 +109,16 @@ class TaskReleased(_Payload):
 
 
 class DeviceStatus(_Payload):
-    """A device came online or went offline (birth / Last Will)."""
+    """A device came online or went offline (birth / Last Will), or the health of an online
+    device changed: ``degraded`` (still usable: an unrestored alarm such as a unit not
+    reaching its set point, or intermittent telemetry) or ``failed`` (its state says fault),
+    with the ``reason``. Without ``health``, an online device is ``ok``."""
 
     device_id: Ident
     kind: str | None = None
     status: Literal["online", "offline"]
+    health: Literal["ok", "degraded", "failed"] | None = None
+    reason: Token | None = None
 
 
 class AlertRaised(_Payload):
@@ -159,6 +165,44 @@ class ReadingsSummary(_Payload):
     missed: int = Field(default=0, ge=0)
 
 
+#: Most readings one ``haccp.evidence`` event carries; the agent splits bigger batches.
+MAX_EVIDENCE_PER_EVENT = 256
+
+
+class HaccpReading(_Payload):
+    """One HACCP evidence record: the actual value, when it was measured, which device and
+    probe, why it was kept, the limit it was checked against and the alert it belongs to.
+
+    ``reason`` is ``interval`` (the routine sample kept every ``evidence_interval_s``),
+    ``excursion`` (every reading beyond the legal limit, and the first one back), or a
+    compliance event about the measurement itself: ``probe_silent`` or ``device_offline`` (the
+    probe stopped reporting; value and time are its last reading) or ``probe_check`` (an
+    accuracy check against a reference, e.g. iced water at 0 °C: the probe's value, with the
+    reference in ``limit_c``; kept whether it passed or failed ±1 °C) or ``probe_disagreement``
+    (a unit's sensor and a reference probe placed in it more than ±1 °C apart: each probe's
+    reading). A newer agent's reasons are kept as sent.
+    """
+
+    device_id: Ident
+    probe: Token
+    value_c: float
+    measured_at: Timestamp
+    reason: Token
+    limit_c: float | None = None
+    alert_id: Token | None = None
+    #: Staff badge of whoever took the reading by hand (e.g. a probe check).
+    actor: Token | None = None
+
+
+class HaccpEvidence(_Payload):
+    """HACCP evidence the agent kept, sent in the priority lane: numbered and committed
+    (``synchronous=FULL``) with the readings themselves, never dropped by a disk budget.
+    Who acted on an excursion comes later, in the ``alert.resolved`` (``corrective_action``)
+    of its ``alert_id``."""
+
+    readings: list[HaccpReading] = Field(min_length=1, max_length=MAX_EVIDENCE_PER_EVENT)
+
+
 PAYLOAD_MODELS: dict[str, type[_Payload]] = {
     EventType.TASK_STARTED: TaskStarted,
     EventType.STEP_STARTED: StepStarted,
@@ -170,6 +214,7 @@ PAYLOAD_MODELS: dict[str, type[_Payload]] = {
     EventType.ALERT_RAISED: AlertRaised,
     EventType.ALERT_RESOLVED: AlertResolved,
     EventType.READINGS_SUMMARY: ReadingsSummary,
+    EventType.HACCP_EVIDENCE: HaccpEvidence,
 }
 
 
@@ -192,12 +237,15 @@ def parse_event_payload(event: EventEnvelope) -> _Payload:
 
 
 __all__ = [
+    "MAX_EVIDENCE_PER_EVENT",
     "PAYLOAD_MODELS",
     "AlertRaised",
     "AlertResolved",
     "DeviceStatus",
     "EventEnvelope",
     "EventType",
+    "HaccpEvidence",
+    "HaccpReading",
     "ReadingsSummary",
     "StepDone",
     "StepStarted",

@@ -13,8 +13,11 @@ Everything else stays. Leased or started tasks on a kitchen the control plane ca
 A movable task moves only when its placement no longer holds: its kitchen is not active or its
 agent went quiet, its station lost the capacity it needs, its lease expired, its start passed
 without a lease, or its p90 no longer fits before ``finish_by``. Tasks never go to a kitchen
-whose agent went quiet (a kitchen that never synced is not known to be lost). The rest keep
-their slots, so re-planning is stable.
+whose agent went quiet (a kitchen that never synced is not known to be lost), nor to another
+kitchen whose stock (``KitchenSpec.stock``, what is left after reservations) lacks what the task
+uses, counting what earlier moves of the same call take there. Staying at its own kitchen needs
+no stock: the task holds its reservation there already. The rest keep their slots, so
+re-planning is stable.
 
 >>> from control_plane.planning.world import KitchenSpec, SkuSpec, StationSpec, World
 >>> sku = SkuSpec("soup", station_id="stove", duration_s=600.0, freshness_window_min=60)
@@ -171,6 +174,11 @@ def replan(
             )
             continue
         scheduler.book(placement)
+        if placement.kitchen_id != task.kitchen_id:
+            # What the move will take there; what it gives back at home is not counted (the
+            # shell only gives back what was reserved), so this errs on the side of "short".
+            for ingredient, amount in needs_of(task, world).items():
+                scheduler.reserved[placement.kitchen_id, ingredient] += amount
         moves.append(
             TaskMove(
                 task.task_id,
@@ -184,6 +192,18 @@ def replan(
             )
         )
     return ReplanResult(tuple(moves), tuple(stranded), tuple(unplaceable))
+
+
+def needs_of(task: TaskSnapshot, world: World) -> dict[str, float]:
+    """What the task uses of each ingredient (its SKU's per-unit amounts times its quantity)."""
+    sku = world.skus.get(task.sku_id)
+    if sku is None:
+        return {}
+    needs: dict[str, float] = {}
+    for ingredient, per_unit in sku.ingredients:
+        if per_unit > 0:
+            needs[ingredient] = needs.get(ingredient, 0.0) + per_unit * task.quantity
+    return needs
 
 
 def _order(task: TaskSnapshot) -> tuple[float, str]:
@@ -223,9 +243,12 @@ def _place(
     sku = world.skus.get(task.sku_id)
     if sku is None:
         return None
+    needs = needs_of(task, world)
     options: list[tuple[tuple[float, float, str], Placement]] = []
     for kitchen_id, kitchen in scheduler.kitchens.items():
         if scheduler.can_make(kitchen, sku) is not None or lost_contact(kitchen, now, settings):
+            continue
+        if kitchen_id != task.kitchen_id and needs and scheduler.stock_short(kitchen, needs):
             continue
         due = task.finish_by
         if task.promised_by is not None and task.transport_s_by_kitchen is not None:

@@ -9,6 +9,7 @@ from control_plane.routes import (
     audit_trail,
     backpressure,
     enrollment,
+    haccp,
     health,
     kitchens,
     orders,
@@ -35,4 +36,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     stats.router,
     backpressure.router,
     prep_times.router,
+    haccp.router,
 )

@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge_agent.readings import CorrectiveAction, Observed, ReadingIn, StatusSeen
+from edge_agent.readings import CorrectiveAction, Observed, ProbeCheck, ReadingIn, StatusSeen
 from protocol import (
     AGENT_DEVICE_ID,
     Ack,
@@ -415,11 +415,26 @@ class MqttLink:
                 self.drops.drop("invalid_message", f"{topic}: corrective_action without alert_id")
             else:
                 self._submit(action)
+        elif isinstance(decoded, DeviceEvent) and decoded.event == "probe_check":
+            check = _probe_check(decoded)
+            if check is None:
+                self.drops.drop("invalid_message", f"{topic}: probe_check without its values")
+            else:
+                self._submit(check)
         elif isinstance(decoded, State | DeviceEvent):
             if isinstance(decoded, State):
                 self.registry.record_state(parts.device_id, decoded)
             self._submit(
-                Observed(device_id=decoded.device_id, link="mqtt", seq=decoded.seq, at=time.time())
+                Observed(
+                    device_id=decoded.device_id,
+                    link="mqtt",
+                    seq=decoded.seq,
+                    at=time.time(),
+                    mode=decoded.mode.value if isinstance(decoded, State) else None,
+                    event=(decoded.event, decoded.severity)
+                    if isinstance(decoded, DeviceEvent)
+                    else None,
+                )
             )
         if (
             isinstance(decoded, DeviceEvent)
@@ -437,7 +452,7 @@ class MqttLink:
                 self.drops.drop("inbox_full", f"{topic}: executor inbox full")
         # Commands from other publishers (operator tools) are only validated.
 
-    def _submit(self, item: Observed | StatusSeen | CorrectiveAction) -> None:
+    def _submit(self, item: Observed | StatusSeen | CorrectiveAction | ProbeCheck) -> None:
         if self._sink is not None and not self._sink.submit(item):
             self.drops.drop("ingest_full", f"{item.device_id}: ingest queue full")
 
@@ -455,6 +470,31 @@ def _corrective_action(event: DeviceEvent) -> CorrectiveAction | None:
         at=time.time(),
         device_id=event.device_id,
     )
+
+
+def _probe_check(event: DeviceEvent) -> ProbeCheck | None:
+    """A probe accuracy check entered at a kitchen display: ``data={"probe", "reading_c",
+    "reference_c", "badge"}`` (``probe`` defaults to the device's ``temp``); ``None`` when a
+    value is missing or not a finite number."""
+    reading = _finite(event.data.get("reading_c"))
+    reference = _finite(event.data.get("reference_c"))
+    probe, badge = event.data.get("probe", "temp"), event.data.get("badge")
+    if reading is None or reference is None or not isinstance(probe, str):
+        return None
+    return ProbeCheck(
+        device_id=event.device_id,
+        probe=probe[:64] or "temp",
+        reading_c=reading,
+        reference_c=reference,
+        badge=badge if isinstance(badge, str) else None,
+        at=time.time(),
+    )
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _observed(telemetry: Telemetry) -> Observed:

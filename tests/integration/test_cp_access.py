@@ -64,6 +64,7 @@ ENDPOINTS = (
         {"station_id": None}),
     Endpoint("DELETE", "/v1/kitchens/{kitchen_id}/equipment/{missing}", "admin", 404),
     Endpoint("GET", "/v1/kitchens/{kitchen_id}/stock", "viewer", 200),
+    Endpoint("GET", "/v1/kitchens/{kitchen_id}/haccp", "viewer", 200),
     Endpoint("POST", "/v1/kitchens/{kitchen_id}/stock/deliveries", "operator", 200, {"lines": [
         {"ingredient": "matrix-only", "quantity": 1}]}),
     Endpoint("GET", "/v1/skus", "viewer", 200),
@@ -83,6 +84,7 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/tasks/{missing}", "viewer", 404),
     Endpoint("POST", "/v1/tasks/{missing}/reassign", "operator", 404, {"reason": "test"}),
     Endpoint("GET", "/v1/alerts", "viewer", 200),
+    Endpoint("GET", "/v1/alerts/{missing}/{missing}", "viewer", 404),
     Endpoint("POST", "/v1/alerts/{missing}/{missing}/acknowledge", "operator", 404,
         {"corrective_action": "binned"}),
     Endpoint("GET", "/v1/agents", "viewer", 200),

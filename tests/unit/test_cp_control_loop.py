@@ -4,8 +4,12 @@ alerts, backpressure overrides and re-planning, each written once and published.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +17,7 @@ from control_plane import audit, backpressure_overrides
 from control_plane.config import Settings
 from control_plane.control_loop import ControlLoop
 from control_plane.loop_inputs import read_inputs
+from control_plane.loop_lock import LoopLock
 from control_plane.metrics import Metrics
 from control_plane.planning.replan import ReplanSettings
 from control_plane.planning_state import PlanningState
@@ -174,7 +179,7 @@ def loop_of(store: Store, settings: Settings, clock: Clock) -> tuple[ControlLoop
     return loop, planning
 
 
-def actions(store: Store, action: str) -> list[dict[str, object]]:
+def actions(store: Store, action: str) -> list[dict[str, Any]]:
     with store.read() as reader:
         rows = reader.audit_page(after_seq=0, limit=1000, action=action)
     return [dict(row) | {"details": json.loads(row["details_json"])} for row in rows]
@@ -566,3 +571,42 @@ def test_a_kitchen_whose_only_equipment_comes_online_takes_work_at_once(
     loop.tick()
     assert (closed.level, fleet.level) == ("pause", "normal")
     assert planning.decisions()["k1"].level == "normal"
+
+
+def test_only_one_loop_per_store_leads_and_another_takes_over_when_it_stops(
+    store: Store, settings: Settings
+) -> None:
+    """Two loops on one store (as two processes would be): the first to take the store's
+    control-loop lock leads, the other stands by; once the leader stops, the other leads."""
+    first, _ = loop_of(store, settings, Clock())
+    second, _ = loop_of(store, settings, Clock())
+    assert first.lead()
+    assert not second.lead()
+    first.start()
+    first.stop()
+    assert second.lead()
+    assert not first.lead()
+    assert LoopLock.beside(settings.db_path).path.read_text().strip() == str(os.getpid())
+
+
+def test_a_loop_stands_by_while_another_process_holds_the_lock(
+    store: Store, settings: Settings
+) -> None:
+    """Another process holding ``<db>.control-loop.lock`` keeps this loop from leading until
+    it exits (the kernel drops its lock)."""
+    lock_path = LoopLock.beside(settings.db_path).path
+    script = (
+        "import fcntl, sys\n"
+        f"f = open({str(lock_path)!r}, 'a')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    loop, _ = loop_of(store, settings, Clock())
+    # Leaving the block closes its stdin: the holder exits, and its lock goes with it.
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert not loop.lead()
+    assert loop.lead()

@@ -159,7 +159,8 @@ def test_order_beyond_the_stock_is_rejected_out_of_stock(store: Store, settings:
     assert (answer.status, problem["reason"]) == (422, "out_of_stock")
     assert on_hand(store, "patty") == 1
     with store.read() as reader:
-        assert reader.order(problem["order_id"])["status"] == "rejected"
+        order = reader.order(problem["order_id"])
+        assert order is not None and order["status"] == "rejected"
         assert reader.stock_reservations_of_order(problem["order_id"]) == []
 
 
@@ -242,6 +243,7 @@ def test_delivery_restocks_and_rearms_the_low_stock_alert(store: Store, settings
     deliver(store, "patty", 10)
     with store.read() as reader:
         row = reader.stock_item("k1", "patty")
+    assert row is not None
     assert (row["quantity"], row["low_alerted_at"]) == (11, None)
     assert audit_actions(store, "stock.low_cleared") == 1
     assert audit_actions(store, "stock.delivered") == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.planning.replan import TaskSnapshot, replan
+from control_plane.planning.replan import TaskSnapshot, needs_of, replan
 from control_plane.planning.world import KitchenSpec, World
 from tests.fixtures_planning import SKUS, T0, concurrency_at, kitchen
 
@@ -118,6 +118,32 @@ def test_nowhere_to_go_is_flagged_not_dropped() -> None:
     assert [(f.task_id, f.reason) for f in result.unplaceable] == [("t", "no_feasible_kitchen")]
 
 
+def test_work_moves_only_to_a_kitchen_with_its_ingredients() -> None:
+    """k1 goes offline with two burgers queued: k2 (nearer in id, but one patty left) gets
+    none, k3 (stock for one burger) gets one, the other has nowhere to go."""
+    w = world(
+        kitchen("k1", status="offline"),
+        kitchen("k2", stock={"patty": 1.0, "bun": 9.0, "potato": 9.0}),
+        kitchen("k3", stock={"patty": 2.0, "bun": 2.0, "potato": 0.0}),
+    )
+    tasks = [
+        task("a", "planned", sku_id="burger", start=T0 + 600),
+        task("b", "planned", sku_id="burger", start=T0 + 900),
+    ]
+    two = [TaskSnapshot(**{**vars(t), "quantity": 2}) for t in tasks]
+    result = replan(T0, two, w)
+    assert [(m.task_id, m.to_kitchen_id) for m in result.moves] == [("a", "k3")]
+    assert [f.task_id for f in result.unplaceable] == ["b"]
+
+
+def test_staying_home_needs_no_new_stock() -> None:
+    """A released task re-timed at its own kitchen keeps its reservation there: an empty
+    stock does not keep it from staying."""
+    w = world(kitchen("k1", stock={"patty": 0.0, "bun": 0.0, "potato": 0.0}))
+    result = replan(T0, [task("t", "planned", sku_id="burger", ever_leased=True)], w)
+    assert [(m.task_id, m.to_kitchen_id) for m in result.moves] == [("t", "k1")]
+
+
 STATES = ["planned", "leased", "started", "done", "failed", "cancelled"]
 
 
@@ -129,6 +155,12 @@ def scenario(draw: st.DrawFn) -> tuple[float, list[TaskSnapshot], World]:
             status=draw(st.sampled_from(["active", "active", "paused", "offline"])),
             equipment_health=draw(
                 st.none() | st.tuples(*[st.sampled_from(["ok", "failed", "offline"])] * 3)
+            ),
+            stock=draw(
+                st.none()
+                | st.fixed_dictionaries(
+                    {i: st.sampled_from([0.0, 1.0, 2.0, 5.0]) for i in ("patty", "bun", "potato")}
+                )
             ),
             last_sync_at=draw(st.none() | st.floats(T0 - 600, T0)),
             outbox_depth=draw(st.sampled_from([0, 0, 5])),
@@ -212,3 +244,25 @@ def test_moved_tasks_land_on_active_kitchens_within_slots(
     stranded_ids = {f.task_id for f in result.stranded}
     assert not moved & stranded_ids
     assert all(f.reason == "stranded_unreachable" for f in result.stranded)
+
+
+@FAST
+@given(scenario())
+def test_moves_never_take_more_stock_than_a_kitchen_has(
+    case: tuple[float, list[TaskSnapshot], World],
+) -> None:
+    """What every task moved onto a kitchen from elsewhere uses, together, fits in that
+    kitchen's stock (a kitchen that tracks none is not limited)."""
+    now, tasks, w = case
+    by_id = {t.task_id: t for t in tasks}
+    taken: dict[tuple[str, str], float] = {}
+    for move in replan(now, tasks, w).moves:
+        if move.to_kitchen_id == move.from_kitchen_id:
+            continue
+        for ingredient, amount in needs_of(by_id[move.task_id], w).items():
+            key = (move.to_kitchen_id, ingredient)
+            taken[key] = taken.get(key, 0.0) + amount
+    kitchens = {k.kitchen_id: k for k in w.kitchens}
+    for (kitchen_id, ingredient), amount in taken.items():
+        stock = kitchens[kitchen_id].stock
+        assert stock is None or amount <= stock.get(ingredient, 0.0) + 1e-9

@@ -92,7 +92,9 @@ def test_food_held_past_its_window_is_wasted_and_late() -> None:
     )
     (outcome,) = run.outcomes
     assert outcome.outcome == "wasted"
-    assert outcome.hold_s is not None and outcome.hold_s > SKUS["roast-chicken"].max_hold_min * 60
+    limit_min = SKUS["roast-chicken"].max_hold_min
+    assert outcome.hold_s is not None and limit_min is not None
+    assert outcome.hold_s > limit_min * 60
     assert run.metrics["waste_units"] == 3 and run.metrics["orders_late"] == 1
 
 
