@@ -267,7 +267,10 @@ class ControlLoop:
             alert_ids,
             bp_state,
             open_now,
-            replan_key=replan_key if replan_due else memory.replan_key,
+            # A move skipped (its task or its slot changed since the read) is retried next tick.
+            replan_key=None
+            if applied and applied.skipped
+            else (replan_key if replan_due else memory.replan_key),
             replanned_at=now if replan_due else memory.replanned_at,
             restored=True,
         )

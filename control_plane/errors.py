@@ -11,6 +11,7 @@
     ├── Conflict                     409 the resource already exists or is busy
     │   ├── IdempotencyKeyInFlight   409 the first request with this key is still running
     │   ├── StateConflict            409 not allowed in the current state (``reason`` says why)
+    │   ├── StockInsufficient        409 the target kitchen lacks the stock a task needs
     │   └── SeqReused                409 an agent sent an acked ``seq`` with another event id
     ├── PayloadTooLarge              413 the body exceeds the configured bound
     ├── Unprocessable                422 well-formed but semantically refused
@@ -80,6 +81,10 @@ class IdempotencyKeyInFlight(Conflict):
 
 class StateConflict(Conflict):
     slug, title = "state-conflict", "Not allowed in the resource's current state"
+
+
+class StockInsufficient(Conflict):
+    slug, title = "stock-insufficient", "Not enough stock at the target kitchen"
 
 
 class SeqReused(Conflict):

@@ -25,8 +25,9 @@ __all__ = ["HaccpEvidenceOut", "HaccpEvidencePage", "evidence_view"]
 
 class HaccpEvidenceOut(_View):
     """One evidence reading. ``measured_at`` is the time the device (or, without a device
-    clock, the agent) gave the reading, as reported; ``received_at`` is when the control plane
-    stored it."""
+    clock, the agent) gave the reading, as reported; ``measured_server_at`` the same instant on
+    the control plane's timeline (corrected by the agent's clock offset; what ``since`` and
+    ``until`` filter on); ``received_at`` is when the control plane stored it."""
 
     id: int
     kitchen_id: str
@@ -34,6 +35,7 @@ class HaccpEvidenceOut(_View):
     probe: str = Field(description="metric or probe channel, e.g. core_temp_c")
     value_c: float = Field(description="the actual value read, degrees Celsius")
     measured_at: IsoTime
+    measured_server_at: IsoTime
     received_at: IsoTime
     reason: str = Field(
         description="interval, excursion, or a compliance event: probe_silent, "
@@ -64,6 +66,7 @@ def evidence_view(row: sqlite3.Row) -> dict[str, Any]:
         "probe": row["probe"],
         "value_c": row["value_c"],
         "measured_at": iso(row["measured_at"]),
+        "measured_server_at": iso(row["measured_server_at"]),
         "received_at": iso(row["received_at"]),
         "reason": row["reason"],
         "limit_c": row["limit_c"],

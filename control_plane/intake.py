@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +41,7 @@ from control_plane.errors import (
     OrdersShed,
 )
 from control_plane.orders import order_view
-from control_plane.planning.backpressure import GLOBAL, admit_order
+from control_plane.planning.backpressure import GLOBAL, Decision, IntakeVerdict, admit_order
 from control_plane.planning.planner import PlannerSettings, plan_batch
 from control_plane.planning.prep_times import PrepTimeModel
 from control_plane.planning.world import (
@@ -62,6 +64,8 @@ from control_plane.schemas import OrderCreate
 from control_plane.store import Store, Writer
 
 JSON_MEDIA_TYPE = "application/json"
+
+log = logging.getLogger("brigade.intake")
 
 
 def request_hash(body: Any) -> str:
@@ -163,8 +167,13 @@ def submit_order(
     with in_flight.hold(key):
         with store.read() as reader:
             replay = stored_answer(reader, key=key, body_hash=body_hash, now=now, settings=settings)
+            # Admission is decided here, on a read transaction and the published decisions,
+            # so a shed request never queues in the single writer behind accepted orders.
+            admission = None if replay is not None else _admission(reader, order, planning)
         if replay is not None:
             return replay
+        if admission is not None and admission.verdict.status == 429:
+            return _shed_answer(admission.verdict, key=key)
 
         def decide(tx: Writer) -> IntakeAnswer:
             # Checked again under the write lock: another process may have answered meanwhile.
@@ -173,7 +182,14 @@ def submit_order(
                 return replay
             tx.delete_idempotency_key(key=key)  # an expired answer or an old claim
             answer = _plan_and_record(
-                tx, order, key=key, now=now, actor=actor, settings=settings, planning=planning
+                tx,
+                order,
+                key=key,
+                now=now,
+                actor=actor,
+                settings=settings,
+                planning=planning,
+                admission=admission,
             )
             if answer.stored:
                 tx.insert_idempotency_answer(
@@ -189,6 +205,75 @@ def submit_order(
         # Group-committed with concurrent intakes: one fsync per batch, and no answer before
         # the batch that holds this order (and its answer under the key) is on disk.
         return store.submit(decide)
+
+
+class _ShedLog:
+    """Shed refusals for operators: one structured log line per reason at most every
+    ``interval_s``, carrying how many refusals it stands for.
+
+    Chosen over an audit record per refusal: shedding exists because the single writer is
+    overloaded, and a durable (fsynced) write per refused request would put the refusals back
+    in that queue. The ``brigade_orders_total{outcome="rejected",reason="backpressure_*"}``
+    metric counts every refusal; this line says why, without flooding the log under load.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def refused(self, verdict: IntakeVerdict, *, key: str) -> bool:
+        """Note one refusal; returns whether a log line was written for it."""
+        reason = verdict.reason or "backpressure"
+        at = time.monotonic()
+        with self._lock:
+            last = self._last.get(reason)
+            if last is not None and at - last < self.interval_s:
+                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+                return False
+            self._last[reason] = at
+            suppressed = self._suppressed.pop(reason, 0)
+        log.warning(
+            "order shed (%s): %s; retry after %s s (%d more refusals since the last line)",
+            reason,
+            verdict.why,
+            verdict.retry_after_s,
+            suppressed,
+            extra={
+                "event": "order.shed",
+                "reason": reason,
+                "why": verdict.why,
+                "retry_after_s": verdict.retry_after_s,
+                "idempotency_key": key,
+                "suppressed": suppressed,
+            },
+        )
+        return True
+
+
+SHED_LOG = _ShedLog()
+
+
+def _shed_answer(verdict: IntakeVerdict, *, key: str) -> IntakeAnswer:
+    """``429 orders-shed`` + ``Retry-After``: not recorded and not stored under the key (a
+    retry later is a new attempt); logged for operators through :data:`SHED_LOG`."""
+    assert verdict.reason is not None and verdict.retry_after_s is not None
+    SHED_LOG.refused(verdict, key=key)
+    shed = OrdersShed(
+        f"not taking new orders now ({verdict.why}); retry after {verdict.retry_after_s} s",
+        reason=verdict.reason,
+        retry_after_s=verdict.retry_after_s,
+    )
+    return IntakeAnswer(
+        429,
+        PROBLEM_MEDIA_TYPE,
+        encode_problem(error_problem(shed)),
+        "rejected",
+        verdict.reason,
+        headers={"Retry-After": str(verdict.retry_after_s)},
+        stored=False,
+    )
 
 
 def purge_expired_keys(store: Store, *, now: float, settings: Settings) -> int:
@@ -242,6 +327,46 @@ def _sku_specs(reader: Reader, sku_ids: Iterable[str]) -> _Catalogue:
             ),
         )
     return _Catalogue(specs, unknown)
+
+
+@dataclass(frozen=True)
+class _Admission:
+    """The backpressure verdict on an order and the decisions it was taken under."""
+
+    verdict: IntakeVerdict
+    decisions: list[Decision]
+    priority: str
+
+
+def _admission(reader: Reader, order: OrderCreate, planning: PlanningState) -> _Admission | None:
+    """Admit or refuse ``order`` under the published decisions of the global scope and the
+    active kitchens that have its stations (None: it names an unknown SKU, rejected later)."""
+    catalogue = _sku_specs(reader, (item.sku_id for item in order.items))
+    if catalogue.unknown:
+        return None
+    needed = {spec.station_id for spec in catalogue.specs.values()}
+    offered: dict[str, set[str]] = {}
+    for row in reader.stations():
+        offered.setdefault(row["kitchen_id"], set()).add(row["id"])
+    candidates = [
+        str(row["id"])
+        for row in reader.kitchens()
+        if row["status"] == "active" and needed <= offered.get(str(row["id"]), set())
+    ]
+    decisions = planning.decisions_for(candidates)
+    priority = _worst_priority(order, catalogue.specs)
+    return _Admission(admit_order(priority, decisions), decisions, priority)
+
+
+def _refuses_new_work(decision: Decision, priority: str) -> bool:
+    """Whether a kitchen's decision keeps a new order of ``priority`` away from it: paused,
+    shedding (``Retry-After``) or throttling that priority."""
+    actions = decision.actions
+    return (
+        not actions.accept_new_work
+        or actions.retry_after_s is not None
+        or priority in actions.reject_priorities
+    )
 
 
 def _worst_priority(order: OrderCreate, specs: Mapping[str, SkuSpec]) -> str:
@@ -480,8 +605,11 @@ def _plan_and_record(
     actor: str,
     settings: Settings,
     planning: PlanningState,
+    admission: _Admission | None = None,
 ) -> IntakeAnswer:
-    """Check, admit, plan, reserve and record one order (fail fast, SPEC guarantee 2)."""
+    """Check, admit, plan, reserve and record one order (fail fast, SPEC guarantee 2).
+
+    ``admission``: the verdict taken before the write transaction (None: take it here)."""
     order_id = "ord-" + uuid.uuid4().hex
     catalogue = _sku_specs(tx, (item.sku_id for item in order.items))
     rejected = partial(_reject, tx, order, order_id=order_id, key=key, now=now, actor=actor)
@@ -497,35 +625,14 @@ def _plan_and_record(
                 detail=f"transport of {order.transport_min:g} min exceeds the {window:g} min"
                 f" freshness window of {item.sku_id}",
             )
-    needed = {spec.station_id for spec in catalogue.specs.values()}
     kitchen_rows, station_rows = tx.kitchens(), tx.stations()
-    offered: dict[str, set[str]] = {}
-    for row in station_rows:
-        offered.setdefault(row["kitchen_id"], set()).add(row["id"])
-    candidates = [
-        str(row["id"])
-        for row in kitchen_rows
-        if row["status"] == "active" and needed <= offered.get(str(row["id"]), set())
-    ]
-    decisions = planning.decisions_for(candidates)
-    verdict = admit_order(_worst_priority(order, catalogue.specs), decisions)
+    if admission is None:
+        admission = _admission(tx, order, planning)
+        assert admission is not None  # the catalogue had no unknown SKU
+    verdict = admission.verdict
     if verdict.status == 429:
-        # Not recorded and not stored under the key: a retry later is a new attempt.
-        assert verdict.reason is not None and verdict.retry_after_s is not None
-        shed = OrdersShed(
-            f"not taking new orders now ({verdict.why}); retry after {verdict.retry_after_s} s",
-            reason=verdict.reason,
-            retry_after_s=verdict.retry_after_s,
-        )
-        return IntakeAnswer(
-            429,
-            PROBLEM_MEDIA_TYPE,
-            encode_problem(error_problem(shed)),
-            "rejected",
-            verdict.reason,
-            headers={"Retry-After": str(verdict.retry_after_s)},
-            stored=False,
-        )
+        # Only when the SKUs appeared between the admission read and this transaction.
+        return _shed_answer(verdict, key=key)
     if not verdict.accept:
         assert verdict.reason is not None
         offered_at = order.promised_by_ts + verdict.offered_promise_delay_s
@@ -535,7 +642,13 @@ def _plan_and_record(
             " a later promise may be accepted",
             extra={"offered_promised_by": iso(offered_at)},
         )
-    paused = {d.scope for d in decisions if d.scope != GLOBAL and not d.actions.accept_new_work}
+    # A kitchen that is paused, shedding or throttling this priority gets none of it, even
+    # when another candidate's headroom admitted the order (or on the all-kitchens fallback).
+    paused = {
+        d.scope
+        for d in admission.decisions
+        if d.scope != GLOBAL and _refuses_new_work(d, admission.priority)
+    }
     kitchens = _kitchen_specs(
         tx,
         kitchen_rows=kitchen_rows,

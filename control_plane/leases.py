@@ -16,10 +16,10 @@ import json
 import sqlite3
 from typing import Any
 
-from control_plane import audit
+from control_plane import audit, stock
 from control_plane.auth import AgentIdentity
 from control_plane.config import Settings
-from control_plane.errors import NotFound, StateConflict, Unprocessable
+from control_plane.errors import NotFound, StateConflict, StockInsufficient, Unprocessable
 from control_plane.fleet import task_is_stranded
 from control_plane.orders import task_view_at
 from control_plane.store import Store, Writer
@@ -132,6 +132,32 @@ def redeliver_or_reclaim(
                 details={"agent_id": agent.agent_id, "fencing_token": task["fencing_token"]},
             )
     return redelivered
+
+
+def release_cancelled_unstarted(
+    tx: Writer, agent: AgentIdentity, *, now: float, built_at: float, caught_up: bool
+) -> list[str]:
+    """Give back the stock of cancelled tasks this agent had leased once they are known never
+    to have started: as for a reclaim, the start-by passed before the agent built this request
+    and its outbox is drained with no start reported, and an agent never starts after start-by
+    (SPEC guarantee 3). A task that did start keeps its stock (cooked: waste when reported).
+    Returns the task ids whose stock was given back (each reservation at most once)."""
+    if not caught_up:
+        return []
+    rows = tx.cancelled_unstarted_tasks_holding_stock(
+        agent_id=agent.agent_id, start_by_before=built_at
+    )
+    task_ids = [str(row["id"]) for row in rows]
+    if task_ids:
+        stock.release(
+            tx,
+            task_ids=task_ids,
+            now=now,
+            actor="leases",
+            actor_type="system",
+            reason=stock.CANCELLED_UNSTARTED,
+        )
+    return task_ids
 
 
 def grant(
@@ -250,6 +276,29 @@ def reassign(
             )
         was_stranded = task_is_stranded(tx, task, now=now, unreachable_after_s=unreachable_after_s)
         fencing_token = int(task["fencing_token"]) + 1
+        possible_duplicate = task["state"] in ("leased", "started")
+        if target != task["kitchen_id"]:
+            # The stock goes with the task (taken at the target by conditional decrement), and
+            # stays used up at the old kitchen too when that kitchen may cook it.
+            try:
+                taken = stock.move_reservations(
+                    tx,
+                    task_id=task_id,
+                    to_kitchen_id=target,
+                    order_needs=_order_needs(tx, task),
+                    now=now,
+                    keep_old=possible_duplicate,
+                    actor_type="operator",
+                    actor=actor,
+                    reason="task_reassigned",
+                )
+            except stock.OutOfStock as short:
+                raise StockInsufficient(
+                    f"kitchen {target!r} does not have enough {', '.join(short.ingredients)}"
+                    f" for task {task_id}; deliver stock there or choose another kitchen",
+                    reason="out_of_stock",
+                ) from short
+            stock.raise_low_stock_alerts(tx, kitchen_id=target, ingredients=taken, now=now)
         tx.reassign_task(task_id=task_id, kitchen_id=target, fencing_token=fencing_token, at=now)
         for order_id in tx.order_ids_of_task(task_id):
             order = tx.order(order_id)
@@ -283,9 +332,37 @@ def reassign(
                     "stranded": was_stranded,
                     # The old holder may have started (or may still start) it: if it reports
                     # cooking it, that batch is a duplicate, recorded as a conflict.
-                    "possible_duplicate": task["state"] in ("leased", "started"),
+                    "possible_duplicate": possible_duplicate,
                 },
             )
         moved = tx.task(task_id)
         assert moved is not None
         return task_view_at(tx, moved, now=now, unreachable_after_s=unreachable_after_s)
+
+
+def _order_needs(tx: Writer, task: sqlite3.Row) -> dict[str, dict[str, float]]:
+    """What ``task`` uses for each order it serves: its SKU's per-unit amounts times its
+    quantity, shared by the units each order has of the SKU."""
+    sku = tx.sku(str(task["sku_id"]))
+    ingredients = json.loads(sku["ingredients_json"]) if sku is not None else []
+    order_ids = tx.order_ids_of_task(str(task["id"]))
+    if not ingredients or not order_ids:
+        return {}
+    units = {
+        order_id: sum(
+            int(item["quantity"])
+            for item in tx.order_items(order_id)
+            if item["sku_id"] == task["sku_id"]
+        )
+        for order_id in order_ids
+    }
+    total = sum(units.values())
+    needs: dict[str, dict[str, float]] = {}
+    for order_id in order_ids:
+        share = units[order_id] / total if total else 1.0 / len(order_ids)
+        for ingredient, per_unit in ingredients:
+            amount = float(per_unit) * int(task["quantity"]) * share
+            if amount > 0:
+                per_order = needs.setdefault(order_id, {})
+                per_order[str(ingredient)] = per_order.get(str(ingredient), 0.0) + amount
+    return needs

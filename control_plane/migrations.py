@@ -288,4 +288,26 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX haccp_evidence_by_alert ON haccp_evidence (agent_id, alert_id);
         """,
     ),
+    (
+        # The control loop reads flagged tasks every tick: only those rows, in id order, without
+        # scanning every task ever planned.
+        "0010_flagged_tasks_index",
+        """
+        CREATE INDEX prep_tasks_flagged ON prep_tasks (id) WHERE flag_reason IS NOT NULL;
+        """,
+    ),
+    (
+        # HACCP evidence gets when it was measured on the control plane's timeline (the agent's
+        # clock corrected by its estimated offset, never after it was received), which
+        # ``since``/``until`` filter on; ``measured_at`` stays the value as reported. Rows kept
+        # before this carry the agent's latest offset, the best estimate there is for them.
+        "0011_haccp_server_time",
+        """
+        ALTER TABLE haccp_evidence ADD COLUMN measured_server_at REAL;
+        UPDATE haccp_evidence SET measured_server_at = MIN(received_at, measured_at + COALESCE(
+            (SELECT clock_offset_s FROM agents WHERE agents.id = haccp_evidence.agent_id), 0));
+        CREATE INDEX haccp_evidence_by_kitchen_server_time
+            ON haccp_evidence (kitchen_id, measured_server_at, id);
+        """,
+    ),
 )

@@ -168,7 +168,11 @@ def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor:
             )
             if others_open:
                 continue  # the batch still serves another order
-            if task["state"] in ("planned", "leased"):
+            # Only a planned task is known not to be cooking. A leased one may have started in
+            # a kitchen that has not reported it yet: its stock is given back once it is known
+            # unstarted (start-by passed while the agent reported no start, or the agent
+            # released or failed it unstarted; leases.release_cancelled_unstarted, reconcile).
+            if task["state"] == "planned":
                 never_started.append(str(task["id"]))
             wasted += _cancel_task(tx, task, order_id=order_id, now=now, actor=actor)
         stock.release(tx, task_ids=never_started, now=now, actor=actor)

@@ -406,6 +406,19 @@ class Reader:
             (order_id,),
         )
 
+    def cancelled_unstarted_tasks_holding_stock(
+        self, *, agent_id: str, start_by_before: float
+    ) -> list[sqlite3.Row]:
+        """Cancelled tasks this agent held a lease on, with no start recorded, whose start-by
+        passed before ``start_by_before`` and that still hold stock."""
+        return self._all(
+            "SELECT * FROM prep_tasks t WHERE lease_agent_id = ? AND state = 'cancelled'"
+            " AND started_at IS NULL AND start_by IS NOT NULL AND start_by < ?"
+            " AND EXISTS (SELECT 1 FROM stock_reservations r WHERE r.task_id = t.id"
+            " AND r.released_at IS NULL) ORDER BY start_by, id",
+            (agent_id, start_by_before),
+        )
+
     def held_stock_reservations_of_task(self, task_id: str) -> list[sqlite3.Row]:
         """What a task holds now (not released), for every order it serves."""
         return self._all(
@@ -425,14 +438,15 @@ class Reader:
         limit: int,
         after_id: int,
     ) -> list[sqlite3.Row]:
-        """A kitchen's HACCP evidence measured in ``[since, until)``, in arrival order."""
+        """A kitchen's HACCP evidence measured in ``[since, until)`` on the control plane's
+        timeline (``measured_server_at``: agent clocks may be off), in arrival order."""
         clauses = ["kitchen_id = ?", "id > ?"]
         params: list[object] = [kitchen_id, after_id]
         if since is not None:
-            clauses.append("measured_at >= ?")
+            clauses.append("measured_server_at >= ?")
             params.append(since)
         if until is not None:
-            clauses.append("measured_at < ?")
+            clauses.append("measured_server_at < ?")
             params.append(until)
         if equipment_id is not None:
             clauses.append("equipment_id = ?")

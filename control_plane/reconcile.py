@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from control_plane import audit, leases
+from control_plane import audit, leases, stock
 from control_plane.auth import AgentIdentity
 from control_plane.clock import ClockEstimate, server_time_of, update_clock_estimate
 from control_plane.config import Settings
@@ -258,7 +258,7 @@ def sync(
         by_seq: dict[int, EventEnvelope] = {}
         for event in request.events:
             by_seq.setdefault(event.seq, event)
-        writes = _BatchWrites(tx)
+        writes = _BatchWrites(tx, now)
         for seq in batch.apply:
             _apply(writes, agent, by_seq[seq], offset=clock.offset_s, now=now, stats=stats)
         writes.flush()
@@ -276,6 +276,9 @@ def sync(
             now=now,
             built_at=built_at,
             caught_up=caught_up and not stale,
+        )
+        leases.release_cancelled_unstarted(
+            tx, agent, now=now, built_at=built_at, caught_up=caught_up and not stale
         )
         granted += leases.grant(
             tx, agent, want=request.want_leases - len(granted), now=now, settings=settings
@@ -429,11 +432,18 @@ class _BatchWrites:
     events of the batch overwrite, is written once with its last value (the audit keeps every
     change). Flushed before anything else in the sync's transaction reads or appends them."""
 
-    def __init__(self, tx: Writer) -> None:
+    def __init__(self, tx: Writer, now: float = 0.0) -> None:
         self.tx = tx
+        self._now = now
         self.audit = audit.Batch(tx)
         self._events: list[tuple[object, ...]] = []
         self._equipment: dict[tuple[str, str], dict[str, Any]] = {}
+        #: Tasks known never to have started whose stock goes back, with why (after the
+        #: batch's audit records: giving stock back appends its own).
+        self._unstarted: dict[str, str] = {}
+
+    def release_stock(self, task_id: str, reason: str) -> None:
+        self._unstarted.setdefault(task_id, reason)
 
     def event(self, row: tuple[object, ...]) -> None:
         self._events.append(row)
@@ -461,7 +471,16 @@ class _BatchWrites:
                 health=status["health"],
                 updated_at=status["updated_at"],
             )
-        self._events, self._equipment = [], {}
+        for task_id, reason in sorted(self._unstarted.items()):
+            stock.release(
+                self.tx,
+                task_ids=[task_id],
+                now=self._now,
+                actor="reconcile",
+                actor_type="system",
+                reason=reason,
+            )
+        self._events, self._equipment, self._unstarted = [], {}, {}
 
 
 @dataclass(frozen=True)
@@ -473,6 +492,7 @@ class _Context:
     at: float  # occurred_at on the server's timeline
     now: float
     stats: SyncStats
+    offset_s: float = 0.0  # the agent's clock offset (agent time + offset = server time)
 
     def record(
         self,
@@ -520,7 +540,7 @@ def _apply(
     stats: SyncStats,
 ) -> None:
     at = server_time_of(event.occurred_at, offset_s=offset, received_at=now)
-    ctx = _Context(writes, writes.tx, agent, event, at=at, now=now, stats=stats)
+    ctx = _Context(writes, writes.tx, agent, event, at=at, now=now, stats=stats, offset_s=offset)
     try:
         payload = parse_event_payload(event)
     except MessageError as exc:
@@ -686,8 +706,11 @@ def _task_failed(ctx: _Context, payload: Any) -> str:
     task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
     if task is None:
         return "conflict"
+    unstarted = not payload.started and task["started_at"] is None
     if task["state"] == "cancelled":
         ctx.record("task.failed", task=task, reason=payload.reason, details={"cancelled": True})
+        if unstarted:
+            ctx.writes.release_stock(str(task["id"]), stock.CANCELLED_UNSTARTED)
         return "applied"
     if task["state"] not in ("leased", "started"):
         return (
@@ -709,6 +732,9 @@ def _task_failed(ctx: _Context, payload: Any) -> str:
     ctx.record(
         "task.failed", task=task, reason=payload.reason, details={"started": payload.started}
     )
+    if unstarted:
+        # Nothing was cooked: what it reserved goes back to the kitchen's stock.
+        ctx.writes.release_stock(str(task["id"]), stock.FAILED_UNSTARTED)
     return "applied"
 
 
@@ -717,6 +743,11 @@ def _task_released(ctx: _Context, payload: Any) -> str:
     task = _fenced_task(ctx, payload.task_id, payload.fencing_token)
     if task is None:
         return "conflict"
+    if task["state"] == "cancelled" and task["started_at"] is None:
+        # Cancelled while leased and given back unstarted: its stock goes back now.
+        ctx.record("task.released", task=task, reason=payload.reason, details={"cancelled": True})
+        ctx.writes.release_stock(str(task["id"]), stock.CANCELLED_UNSTARTED)
+        return "applied"
     if task["state"] != "leased":
         return _state_conflict(ctx, task, "release_after_start")
     ctx.tx.release_task(task_id=task["id"], at=ctx.now)
@@ -829,6 +860,8 @@ def _haccp_evidence(ctx: _Context, payload: Any) -> str:
                 reading.limit_c,
                 reading.alert_id,
                 reading.actor,
+                # On the server's timeline, as occurred_at is: what since/until filter on.
+                server_time_of(reading.measured_at, offset_s=ctx.offset_s, received_at=ctx.now),
             )
             for index, reading in enumerate(payload.readings)
         ]

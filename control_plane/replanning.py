@@ -5,10 +5,14 @@ The decision is :func:`control_plane.planning.replan.replan`'s; this module only
 input from a tick's :class:`~control_plane.loop_inputs.LoopInputs` and applies its result inside
 one write transaction:
 
+- only ``planned`` tasks move (the core never moves a leased or started one);
 - a move is applied only if the task is still in the state and under the fencing token the
   decision was made on (a compare-and-set): a task the kitchen leased or started meanwhile is
   left alone, and the next tick decides again. The move bumps the fencing token, so nothing
   reported under an older lease can ever apply to it;
+- a move is applied only if its destination station, as stored now, still has a free slot over
+  the new interval (intake may have booked it since the read); otherwise it is skipped and the
+  next tick decides again;
 - a move to another kitchen takes the task's stock with it in the same transaction
   (:func:`control_plane.stock.move_reservations`): its reservation is given back at the old
   kitchen and taken at the new one by conditional decrement. The core already skips kitchens
@@ -16,7 +20,8 @@ one write transaction:
   since the read), the move is rolled back and the task stays, flagged ``no_feasible_kitchen``;
 - a task that may have started on an unreachable kitchen is *flagged* ``stranded_unreachable``
   (audited once, never moved: moving it is the operator's reassignment); one with nowhere to go
-  is flagged ``no_feasible_kitchen``. Flags clear when the condition does.
+  is flagged ``no_feasible_kitchen`` (only if it is still as read: a compare-and-set on its
+  state and token). Flags clear when the condition does, audited ``task.flag_cleared``.
 
 Only tasks of *affected* kitchens are handed to the core; every other kitchen's open work is
 passed as bookings, so it keeps its slots and only capacity left over is offered to moved work.
@@ -126,7 +131,6 @@ def _snapshot(
         else task.start_after + p90_s,
         finish_by=task.finish_by,
         fresh_from=min(fresh_from, task.finish_by),
-        ever_leased=task.fencing_token > 0,
         start_by=task.start_by,
     )
 
@@ -134,8 +138,8 @@ def _snapshot(
 @dataclass(frozen=True)
 class AppliedReplan:
     """What one transaction changed: moves applied, moves skipped (the task changed since it
-    was read), moves refused because the new kitchen's stock ran short since the read (the task
-    stays, flagged), flags raised and cleared."""
+    was read, or its new slot was taken since), moves refused because the new kitchen's stock
+    ran short since the read (the task stays, flagged), flags raised and cleared."""
 
     moved: tuple[TaskMove, ...]
     skipped: tuple[str, ...]
@@ -149,21 +153,36 @@ def apply_replan(
 ) -> AppliedReplan:
     """Apply moves and flag changes inside ``tx`` (see the module docstring)."""
     tasks = {t.task_id: t for t in inputs.tasks}
+    kitchens = {k.kitchen_id: k for k in inputs.kitchens}
     moved: list[TaskMove] = []
     skipped: list[str] = []
     short: dict[str, list[str]] = {}
-    for move in plan.result.moves if plan else ():
-        task = tasks[move.task_id]
-        try:
-            changed = _move(tx, task, move, inputs.skus.get(task.sku_id), now=now)
-        except stock.OutOfStock as exc:
-            short[move.task_id] = exc.ingredients
-            continue
-        if not changed:
-            skipped.append(move.task_id)
-            continue
-        moved.append(move)
-        _record_move(tx, task, move, now=now)
+    pending = list(plan.result.moves) if plan else []
+    # A move whose slot is taken may be waiting for another move of this tick to vacate it:
+    # retried once after the others, then left for the next tick.
+    for last_pass in (False, True):
+        full: list[TaskMove] = []
+        for move in pending:
+            task = tasks[move.task_id]
+            kitchen = kitchens.get(move.to_kitchen_id)
+            slots = kitchen.effective_slots(move.station_id) if kitchen else 0
+            if _slot_taken(tx, task, move, slots):
+                full.append(move)
+                continue
+            try:
+                changed = _move(tx, task, move, inputs.skus.get(task.sku_id), now=now)
+            except stock.OutOfStock as exc:
+                short[move.task_id] = exc.ingredients
+                continue
+            if not changed:
+                skipped.append(move.task_id)
+                continue
+            moved.append(move)
+            _record_move(tx, task, move, now=now)
+        if last_pass or len(full) == len(pending):
+            skipped.extend(m.task_id for m in full)
+            break
+        pending = full
     wanted = dict(plan.flags) if plan else {}
     wanted.update(dict.fromkeys(short, UNPLACEABLE))
     flagged: list[tuple[str, str]] = []
@@ -171,18 +190,47 @@ def apply_replan(
         flagged_task = tasks.get(task_id)
         if flagged_task is None or flagged_task.flag_reason == reason:
             continue
-        tx.set_task_flag(task_id=task_id, reason=reason, at=now)
+        # Only on the task as read: one that finished, moved or was leased since is left alone.
+        if not tx.set_task_flag(
+            task_id=task_id,
+            reason=reason,
+            at=now,
+            expected_state=flagged_task.state,
+            expected_fencing_token=flagged_task.fencing_token,
+        ):
+            continue
         flagged.append((task_id, reason))
         _record_flag(tx, flagged_task, reason, now=now, short_of=short.get(task_id, ()))
     moved_ids = {m.task_id for m in moved}
-    unflagged = sorted(
-        task_id for task_id in inputs.flagged if task_id not in wanted and task_id not in moved_ids
-    )
-    for task_id in unflagged:
-        tx.set_task_flag(task_id=task_id, reason=None, at=None)
+    unflagged: list[str] = []
+    for task_id, was in sorted(inputs.flagged.items()):
+        if task_id in wanted or task_id in moved_ids:
+            continue
+        if tx.set_task_flag(task_id=task_id, reason=None, at=None, expected_reason=was):
+            unflagged.append(task_id)
+            _record_unflag(tx, task_id, tasks.get(task_id), was, now=now)
     return AppliedReplan(
         tuple(moved), tuple(skipped), tuple(flagged), tuple(unflagged), tuple(sorted(short))
     )
+
+
+def _slot_taken(tx: Writer, task: OpenTask, move: TaskMove, slots: int) -> bool:
+    """Whether the destination station is already at ``slots`` somewhere over the move's
+    interval, as stored now (intake may have booked it since the tick read it). The task's own
+    current slot does not count against it."""
+    start, end = move.planned_start, move.planned_finish
+    rows = tx.booked_intervals(
+        kitchen_id=move.to_kitchen_id, station_id=move.station_id, after=start, before=end
+    )
+    intervals = [[float(r["start_after"]), float(r["planned_finish"]), int(r["n"])] for r in rows]
+    if (task.kitchen_id, task.station_id) == (move.to_kitchen_id, move.station_id):
+        for interval in intervals:
+            if (interval[0], interval[1]) == (task.start_after, task.planned_finish):
+                interval[2] -= 1
+                break
+    instants = {start} | {s for s, _, _ in intervals if start < s < end}
+    peak = max(sum(n for s, e, n in intervals if s <= at < e) for at in instants)
+    return peak >= slots
 
 
 def _move(tx: Writer, task: OpenTask, move: TaskMove, sku: SkuSpec | None, *, now: float) -> bool:
@@ -301,5 +349,33 @@ def _record_flag(
                 "moved": False,
                 # The kitchen it was to move to ran short of these since the tick read it.
                 **({"out_of_stock": list(short_of)} if short_of else {}),
+            },
+        )
+
+
+def _record_unflag(
+    tx: Writer, task_id: str, task: OpenTask | None, was: str, *, now: float
+) -> None:
+    """A flag cleared because its condition did (the kitchen is heard again, a place was
+    found, the task finished): audited like the flag was."""
+    row = tx.task(task_id) if task is None else None
+    kitchen_id = task.kitchen_id if task else (str(row["kitchen_id"]) if row else None)
+    station_id = task.station_id if task else (str(row["station_id"]) if row else None)
+    for order_id in (task.order_ids if task else ()) or (None,):
+        audit.append(
+            tx,
+            at=now,
+            actor_type="system",
+            actor_id="replanner",
+            action="task.flag_cleared",
+            subject_type="task",
+            subject_id=task_id,
+            order_id=order_id,
+            kitchen_id=kitchen_id,
+            station_id=station_id,
+            reason=was,
+            details={
+                "previous_flag": was,
+                "state": task.state if task else (str(row["state"]) if row else None),
             },
         )

@@ -38,6 +38,13 @@ LOW_STOCK = "low_stock"
 #: Why a reservation was given back (``stock_reservations.release_reason``, audit ``reason``).
 ORDER_CANCELLED = "order_cancelled"
 TASK_MOVED = "task_moved"
+#: A cancelled task that had been leased, once known never started (start-by passed while the
+#: agent reported no start, or the agent released it).
+CANCELLED_UNSTARTED = "cancelled_unstarted"
+#: A task that failed before it started.
+FAILED_UNSTARTED = "failed_unstarted"
+#: A reassigned task the old kitchen may still cook: its stock there stays used up.
+KEPT_POSSIBLE_DUPLICATE = "kept_possible_duplicate"
 #: Who moves reservations with re-planned tasks (as its audit records name it).
 REPLANNER = "replanner"
 
@@ -126,6 +133,7 @@ def release(
     now: float,
     actor: str,
     reason: str = ORDER_CANCELLED,
+    actor_type: str = "operator",
 ) -> dict[str, float]:
     """Give back what ``task_ids`` hold (tasks cancelled before they started), for every order
     they serve: a batch is only cancelled once none of its orders is open, and what an order
@@ -137,7 +145,7 @@ def release(
         for task_id in sorted(set(task_ids))
         for row in tx.held_stock_reservations_of_task(task_id)
     ]
-    given = _give_back(tx, held, reason=reason, actor_type="operator", actor=actor, now=now)
+    given = _give_back(tx, held, reason=reason, actor_type=actor_type, actor=actor, now=now)
     totals: dict[str, float] = {}
     for (_, ingredient), amount in sorted(given.items()):
         totals[ingredient] = totals.get(ingredient, 0.0) + amount
@@ -151,6 +159,10 @@ def move_reservations(
     to_kitchen_id: str,
     order_needs: Mapping[str, Mapping[str, float]],
     now: float,
+    keep_old: bool = False,
+    actor_type: str = "system",
+    actor: str = REPLANNER,
+    reason: str = TASK_MOVED,
 ) -> list[str]:
     """Move a re-planned task's stock with it, inside the move's transaction: give back what it
     holds (at its old kitchen, ``task_moved``), then take what it needs at ``to_kitchen_id`` by
@@ -159,11 +171,43 @@ def move_reservations(
 
     All or nothing: if the new kitchen is short of anything, every change is rolled back and
     :class:`OutOfStock` names what is short (the task must not move). Returns the ingredients
-    taken at the new kitchen (to check against their low-water marks)."""
+    taken at the new kitchen (to check against their low-water marks).
+
+    ``keep_old``: the old kitchen may still cook the task (an operator moved it off a lease
+    that may have started), so what it holds there stays used up: the reservation is closed as
+    ``kept_possible_duplicate`` (one task holds one reservation per ingredient) without giving
+    anything back, and audited as ``stock.kept``."""
     taken: set[str] = set()
     with tx.savepoint():
         held = tx.held_stock_reservations_of_task(task_id)
-        _give_back(tx, held, reason=TASK_MOVED, actor_type="system", actor=REPLANNER, now=now)
+        if keep_old:
+            for row in held:
+                if tx.release_stock_reservation(
+                    order_id=row["order_id"],
+                    task_id=row["task_id"],
+                    ingredient=row["ingredient"],
+                    reason=KEPT_POSSIBLE_DUPLICATE,
+                    at=now,
+                ):
+                    audit.append(
+                        tx,
+                        at=now,
+                        actor_type=actor_type,
+                        actor_id=actor,
+                        action="stock.kept",
+                        subject_type="ingredient",
+                        subject_id=f"{row['kitchen_id']}/{row['ingredient']}",
+                        order_id=row["order_id"],
+                        kitchen_id=row["kitchen_id"],
+                        reason=KEPT_POSSIBLE_DUPLICATE,
+                        details={
+                            "ingredient": row["ingredient"],
+                            "quantity": float(row["quantity"]),
+                            "task_id": task_id,
+                        },
+                    )
+        else:
+            _give_back(tx, held, reason=reason, actor_type=actor_type, actor=actor, now=now)
         for order_id in sorted(order_needs):
             got = reserve(
                 tx,
@@ -176,14 +220,14 @@ def move_reservations(
                 audit.append(
                     tx,
                     at=now,
-                    actor_type="system",
-                    actor_id=REPLANNER,
+                    actor_type=actor_type,
+                    actor_id=actor,
                     action="stock.reserved",
                     subject_type="ingredient",
                     subject_id=f"{to_kitchen_id}/{ingredient}",
                     order_id=order_id,
                     kitchen_id=to_kitchen_id,
-                    reason=TASK_MOVED,
+                    reason=reason,
                     details={
                         "ingredient": ingredient,
                         "quantity": order_needs[order_id][ingredient],

@@ -681,11 +681,28 @@ class Writer(Reader):
             ),
         )
 
-    def set_task_flag(self, *, task_id: str, reason: str | None, at: float | None) -> None:
-        """Flag a task for a person (``reason``), or clear the flag with ``None``."""
-        self._exec(
-            "UPDATE prep_tasks SET flag_reason = ?, flagged_at = ? WHERE id = ?",
-            (reason, at, task_id),
+    def set_task_flag(
+        self,
+        *,
+        task_id: str,
+        reason: str | None,
+        at: float | None,
+        expected_state: str | None = None,
+        expected_fencing_token: int | None = None,
+        expected_reason: str | None = None,
+    ) -> int:
+        """Flag a task for a person (``reason``), or clear the flag with ``None``. Each
+        ``expected_*`` given is a compare-and-set on what was read (state, fencing token,
+        current flag); returns 0 when the task no longer matches."""
+        checks: list[tuple[str, object]] = [
+            ("state", expected_state),
+            ("fencing_token", expected_fencing_token),
+            ("flag_reason", expected_reason),
+        ]
+        where = "".join(f" AND {column} = ?" for column, value in checks if value is not None)
+        return self._exec(
+            f"UPDATE prep_tasks SET flag_reason = ?, flagged_at = ? WHERE id = ?{where}",
+            (reason, at, task_id, *(value for _, value in checks if value is not None)),
         )
 
     # -- stock and intake planning
@@ -838,11 +855,13 @@ class Writer(Reader):
     def insert_haccp_evidence(self, *, rows: Sequence[tuple[object, ...]]) -> None:
         """HACCP evidence readings, each ``(agent_id, event_seq, reading_index, kitchen_id,
         equipment_id, probe, value_c, measured_at, received_at, reason, limit_c, alert_id,
-        acted_by)``; a row already kept (same event, same place in it) is left as it is."""
+        acted_by, measured_server_at)``; a row already kept (same event, same place in it) is
+        left as it is."""
         self._conn.executemany(
             "INSERT OR IGNORE INTO haccp_evidence (agent_id, event_seq, reading_index,"
             " kitchen_id, equipment_id, probe, value_c, measured_at, received_at, reason,"
-            " limit_c, alert_id, acted_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " limit_c, alert_id, acted_by, measured_server_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 

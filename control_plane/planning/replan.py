@@ -1,18 +1,18 @@
 """Re-planning after a kitchen pauses or goes offline, equipment fails or predictions drift.
 
-SPEC guarantee 3: only tasks that **cannot have started** move:
+SPEC guarantee 3: only tasks that **cannot have started** move, and re-planning moves only
+``planned`` tasks (never leased, or released by their agent). A leased or started task never
+moves here: its holder may have started it offline. Leased or started tasks on a kitchen the
+control plane cannot reach are *stranded*: flagged for the SLA engine, moved only by an audited
+operator decision. An expired lease is reclaimed by the sync path
+(:func:`control_plane.leases.redeliver_or_reclaim`, on the holder's own clock), after which the
+task is ``planned`` again.
 
-- never leased (``state == "planned"`` and never leased);
-- released by the agent (``state == "planned"`` after a lease);
-- leased, its ``start_by`` passed, and the agent synced after ``start_by`` with an empty outbox
-  without reporting a start (it told us everything and did not start it).
-
-Everything else stays. Leased or started tasks on a kitchen the control plane cannot reach are
-*stranded*: flagged for the SLA engine, moved only by an audited operator decision.
-
-A movable task moves only when its placement no longer holds: its kitchen is not active or its
-agent went quiet, its station lost the capacity it needs, its lease expired, its start passed
-without a lease, or its p90 no longer fits before ``finish_by``. Tasks never go to a kitchen
+A planned task moves only when its placement no longer holds: its kitchen is not active or its
+agent went quiet, its station lost the capacity it needs, its start passed without a lease, or
+its p90 no longer fits before ``finish_by``. Having been leased once (or moved once) is no
+reason to move it: a released task whose slot still fits stays there, so re-planning twice
+moves nothing the first time left in place. Tasks never go to a kitchen
 whose agent went quiet (a kitchen that never synced is not known to be lost), nor to another
 kitchen whose stock (``KitchenSpec.stock``, what is left after reservations) lacks what the task
 uses, counting what earlier moves of the same call take there. Staying at its own kitchen needs
@@ -59,7 +59,7 @@ class TaskSnapshot:
     planned_finish: float
     finish_by: float
     fresh_from: float = -math.inf
-    ever_leased: bool = False
+    ever_leased: bool = False  # informational: being leased once is no reason to move
     start_by: float | None = None
     promised_by: float | None = None
     transport_s_by_kitchen: Mapping[str, float] | None = None
@@ -118,14 +118,11 @@ def lost_contact(kitchen: KitchenSpec, now: float, settings: ReplanSettings) -> 
     return kitchen.last_sync_at is not None and not reachable(kitchen, now, settings)
 
 
-def may_have_started(task: TaskSnapshot, kitchen: KitchenSpec | None, now: float) -> bool:
-    """False only when the task provably has not started (the three cases of guarantee 3)."""
-    if task.state == "planned":
-        return False
-    if task.state != "leased" or task.start_by is None or kitchen is None:
-        return True
-    heard_after_deadline = kitchen.last_sync_at is not None and kitchen.last_sync_at > task.start_by
-    return not (task.start_by < now and heard_after_deadline and kitchen.outbox_depth == 0)
+def may_have_started(task: TaskSnapshot) -> bool:
+    """False only for a ``planned`` task. A leased one may have been started by its holder
+    while offline, whatever the kitchen's other agents or the server clock say; its expired
+    lease is the sync path's to reclaim, with the holder's own build time."""
+    return task.state != "planned"
 
 
 def replan(
@@ -142,7 +139,7 @@ def replan(
     movable: list[TaskSnapshot] = []
     for task in live:
         kitchen = kitchens.get(task.kitchen_id)
-        if may_have_started(task, kitchen, now):
+        if may_have_started(task):
             # Immovable work keeps its slot, even beyond a station's reduced capacity.
             if task.kitchen_id in scheduler.kitchens:
                 scheduler.timeline(task.kitchen_id, task.station_id).book(
@@ -226,10 +223,6 @@ def _why_move(
         return "kitchen_unreachable"
     if scheduler.can_make(kitchen, sku) is not None:
         return "equipment_unavailable"
-    if task.state == "leased":
-        return "lease_expired"
-    if task.ever_leased:
-        return "released"
     if task.planned_start < now:
         return "start_missed"
     if task.planned_start + scheduler.estimate(kitchen.kitchen_id, sku).p90_s > task.finish_by:

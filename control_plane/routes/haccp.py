@@ -29,7 +29,8 @@ def kitchen_evidence(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> dict[str, Any]:
-    """Evidence measured in ``[since, until)`` (ISO 8601 with offset), in the order it arrived,
+    """Evidence measured in ``[since, until)`` (ISO 8601 with offset; on the control plane's
+    timeline, ``measured_server_at``, as agent clocks may be off), in the order it arrived,
     e.g. ``?since=2026-05-01T00:00:00Z&equipment_id=fridge-1``; pass ``next_cursor`` back as
     ``cursor`` for the next page."""
     with services.store.read() as reader:

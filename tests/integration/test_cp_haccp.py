@@ -269,7 +269,7 @@ def test_evidence_is_filtered_by_time_and_equipment_and_paged(
     with ready_kitchen(control_plane) as http:
         agent = enrolled_agent(control_plane, http)
         try:
-            base = 1_800_000_000.0
+            base = now() - 7200  # in the past: nothing is measured after it is received
             batch = [
                 agent.event(
                     EventType.HACCP_EVIDENCE,
@@ -303,5 +303,34 @@ def test_evidence_is_filtered_by_time_and_equipment_and_paged(
                     break
             assert pages == [[3.0, 64.0, 3.5], [4.0]]
             assert http.get("/v1/kitchens/nowhere/haccp").status_code == 404
+        finally:
+            agent.close()
+
+
+def test_evidence_time_filter_uses_the_server_timeline_and_keeps_the_reported_time(
+    start_control_plane: StartControlPlane,
+) -> None:
+    """A box whose clock runs an hour ahead: ``since``/``until`` bound the reading's time on the
+    control plane's timeline (``measured_server_at``), while ``measured_at`` stays as reported."""
+    control_plane = start_control_plane()
+    with ready_kitchen(control_plane) as http:
+        agent = enrolled_agent(control_plane, http, skew_s=3600)
+        try:
+            agent.sync([])  # the server learns the box's clock offset
+            taken = now() - 600  # server time of the reading
+            reported = taken + 3600  # what the fast box's clock said
+            batch = [
+                agent.event(
+                    EventType.HACCP_EVIDENCE, {"readings": [reading("fridge-1", 3.0, reported)]}
+                )
+            ]
+            assert agent.sync(batch).acked_seq == 1
+            (kept,) = evidence(http)
+            server_at = datetime.fromisoformat(kept["measured_server_at"]).timestamp()
+            reported_at = datetime.fromisoformat(kept["measured_at"]).timestamp()
+            assert reported_at == pytest.approx(reported, abs=0.01)
+            assert server_at == pytest.approx(taken, abs=60)
+            assert evidence(http, since=iso(taken - 300), until=iso(taken + 300)) != []
+            assert evidence(http, since=iso(reported - 300), until=iso(reported + 300)) == []
         finally:
             agent.close()

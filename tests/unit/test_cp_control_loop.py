@@ -610,3 +610,165 @@ def test_a_loop_stands_by_while_another_process_holds_the_lock(
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         assert not loop.lead()
     assert loop.lead()
+
+
+def test_a_released_task_whose_slot_still_fits_is_moved_at_most_once_over_ticks(
+    store: Store, settings: Settings
+) -> None:
+    """k1 lost its only oven (a station the burger does not use), so its work is re-planned
+    each time its inputs change; a task its agent leased and released keeps its grill slot and
+    is not moved (or re-audited) tick after tick."""
+    with store.write() as tx:
+        tx.insert_station(kitchen_id="k1", station_id="oven", name="Oven", slots=1)
+        tx.upsert_equipment(
+            kitchen_id="k1",
+            equipment_id="oven-1",
+            kind="oven",
+            station_id="oven",
+            health="failed",
+            updated_at=T0,
+        )
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200, start_after=T0 + 600)
+        tx.lease_task(
+            task_id="t1", agent_id="agent-k1", fencing_token=1, leased_at=T0, start_by=T0 + 900
+        )
+        tx.release_task(task_id="t1", at=T0 + 1)
+    clock = Clock(T0 + 10)
+    loop, _ = loop_of(store, settings, clock)
+    reports = []
+    for n in range(3):
+        clock.now = T0 + 10 + n
+        reports.append(loop.tick())
+    with store.read() as reader:
+        task = reader.task("t1")
+    assert reports[0].replan_ran
+    assert len(actions(store, "task.replanned")) <= 1
+    assert task is not None and task["fencing_token"] <= 2 and task["kitchen_id"] == "k1"
+
+
+def test_a_leased_task_on_a_paused_kitchen_is_never_moved_by_the_loop(
+    store: Store, settings: Settings
+) -> None:
+    """Its start-by passed and its kitchen synced since with an empty outbox, but the holder
+    may have started it offline: the loop leaves it (the sync path reclaims expired leases)."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        tx.lease_task(
+            task_id="t1", agent_id="agent-k1", fencing_token=1, leased_at=T0 - 120, start_by=T0 - 60
+        )
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    clock = Clock(T0 + 10)
+    heartbeat(store, "k1", clock.now)
+    heartbeat(store, "k2", clock.now)
+    loop, _ = loop_of(store, settings, clock)
+    report = loop.tick()
+    with store.read() as reader:
+        task = reader.task("t1")
+    assert report.replanned == ()
+    assert task is not None and (task["kitchen_id"], task["state"]) == ("k1", "leased")
+    assert task["fencing_token"] == 1
+    assert actions(store, "task.replanned") == []
+
+
+def test_a_move_into_a_slot_intake_booked_since_the_read_is_not_applied(
+    store: Store, settings: Settings
+) -> None:
+    """The tick plans t1 from paused k1 onto k2's only grill slot; intake books that slot
+    before the write: the move is skipped, t1 stays at k1 and the next tick decides again."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        tx.set_kitchen_status(kitchen_id="k1", status="paused")
+    now = T0 + 10
+    with store.read() as reader:
+        inputs = read_inputs(reader, now=now, after_audit_seq=0)
+    plan = plan_replan(inputs, PlanningState().prep_model(), ReplanSettings(UNREACHABLE_S))
+    assert plan is not None
+    (move,) = plan.result.moves
+    assert (move.to_kitchen_id, move.station_id) == ("k2", "grill")
+    with store.write() as tx:
+        tx.insert_planned_task(
+            task_id="intake-1",
+            kitchen_id="k2",
+            station_id="grill",
+            sku_id="burger",
+            quantity=1,
+            duration_s=600.0,
+            start_after=move.planned_start - 100,
+            planned_finish=move.planned_start + 100,
+            finish_by=T0 + 7200,
+            predicted_ready_at=move.planned_start + 100,
+            created_at=now,
+        )
+    with store.write() as tx:
+        applied = apply_replan(tx, inputs, plan, now=now)
+    with store.read() as reader:
+        task = reader.task("t1")
+    assert applied.moved == () and applied.skipped == ("t1",)
+    assert task is not None and (task["kitchen_id"], task["fencing_token"]) == ("k1", 0)
+    assert actions(store, "task.replanned") == []
+
+
+def test_reading_flagged_tasks_uses_the_partial_index(store: Store) -> None:
+    """The loop's per-tick read of flagged tasks does not scan every task."""
+    with store.read() as reader:
+        plan = reader._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM prep_tasks WHERE flag_reason IS NOT NULL ORDER BY id"
+        ).fetchall()
+    details = " ".join(str(row[3]) for row in plan)
+    assert "USING INDEX prep_tasks_flagged" in details
+
+
+def test_a_task_finished_since_the_read_is_not_flagged(store: Store, settings: Settings) -> None:
+    """The tick reads k1's leased task while k1 is unreachable; the task finishes before the
+    write: it is not flagged stranded (nor audited so)."""
+    with store.write() as tx:
+        add_order(tx, "o1", "t1", promised_by=T0 + 7200)
+        tx.lease_task(
+            task_id="t1", agent_id="agent-k1", fencing_token=1, leased_at=T0, start_by=T0 + 3600
+        )
+    now = T0 + UNREACHABLE_S + 30
+    with store.read() as reader:
+        inputs = read_inputs(reader, now=now, after_audit_seq=0)
+    plan = plan_replan(inputs, PlanningState().prep_model(), ReplanSettings(UNREACHABLE_S))
+    assert plan is not None and plan.flags == {"t1": "stranded_unreachable"}
+    with store.write() as tx:
+        tx.set_task_started(task_id="t1", started_at=T0 + 10, at=now)
+        tx.set_task_finished(
+            task_id="t1", state="done", finished_at=T0 + 600, failure_reason=None, at=now
+        )
+    with store.write() as tx:
+        applied = apply_replan(tx, inputs, plan, now=now)
+    with store.read() as reader:
+        task = reader.task("t1")
+    assert applied.flagged == ()
+    assert task is not None and task["flag_reason"] is None
+    assert actions(store, "task.stranded") == []
+
+
+def test_a_cleared_flag_is_audited_once(store: Store, settings: Settings) -> None:
+    """A stranded flag cleared when the kitchen is heard again leaves a ``task.flag_cleared``
+    audit record naming the flag it cleared."""
+    with store.write() as tx:
+        add_order(tx, "o2", "t-leased", promised_by=T0 + 7200)
+        tx.lease_task(
+            task_id="t-leased",
+            agent_id="agent-k1",
+            fencing_token=1,
+            leased_at=T0,
+            start_by=T0 + 3600,
+        )
+    clock = Clock(T0 + UNREACHABLE_S + 30)
+    loop, _ = loop_of(store, settings, clock)
+    loop.tick()
+    heartbeat(store, "k1", clock.now)
+    heartbeat(store, "k2", clock.now)
+    clock.now += 1
+    loop.tick()
+    clock.now += 1
+    loop.tick()
+    (cleared,) = actions(store, "task.flag_cleared")
+    assert (cleared["subject_id"], cleared["reason"], cleared["order_id"]) == (
+        "t-leased",
+        "stranded_unreachable",
+        "o2",
+    )

@@ -200,3 +200,80 @@ def test_stock_of_an_unknown_kitchen_is_404(cp: App) -> None:
         json={"lines": [{"ingredient": "x", "quantity": 1}]},
     )
     assert (read.status_code, delivered.status_code) == (404, 404)
+
+
+SHED_K = Actions(EVERYONE, 0.0, 30)  # shed: Retry-After, still "accepting" in the decision
+
+
+def test_a_shedding_kitchen_gets_no_order_another_kitchen_admitted(cp: App) -> None:
+    """Global normal, k1 shed, k2 normal: the order is admitted (k2 has headroom) and
+    planned at k2, never at the shedding k1 (nor at a k1 throttling its priority)."""
+    cp.publish(
+        decision(GLOBAL, "normal", Actions()),
+        decision("k1", "shed", SHED_K),
+        decision("k2", "normal", Actions()),
+    )
+    shed = {cp.order(key=f"k-shed-{n}").json()["kitchen_id"] for n in range(3)}
+    cp.publish(
+        decision(GLOBAL, "normal", Actions()),
+        decision("k1", "throttle", Actions(frozenset({"low"}), 900.0)),
+        decision("k2", "normal", Actions()),
+    )
+    throttled = {cp.order(key=f"k-low-{n}", priority="low").json()["kitchen_id"] for n in range(3)}
+    assert shed == {"k2"}
+    assert throttled == {"k2"}
+
+
+def test_a_shedding_only_kitchen_answers_429(cp: App) -> None:
+    """When the only kitchen offering the SKU sheds, the order is 429 with Retry-After."""
+    created = cp.call(
+        "POST",
+        "/v1/kitchens",
+        json={"id": "k3", "name": "k3", "stations": [{"id": "fryer", "name": "F", "slots": 2}]},
+    )
+    assert created.status_code == 201
+    sku = {
+        "id": "fries",
+        "name": "Fries",
+        "station_id": "fryer",
+        "steps": [{"name": "fry", "equipment_kind": "fryer", "duration_s": 200}],
+        "freshness_window_min": 30,
+    }
+    assert cp.call("POST", "/v1/skus", json=sku).status_code == 201
+    cp.publish(decision(GLOBAL, "normal", Actions()), decision("k3", "shed", SHED_K))
+    body = {
+        "items": [{"sku_id": "fries", "quantity": 1}],
+        "promised_by": (datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+        "destination": "store-1",
+        "transport_min": 10,
+    }
+    answer = cp.call("POST", "/v1/orders", json=body, headers={"Idempotency-Key": "k-fries"})
+    assert answer.status_code == 429, answer.text
+    assert answer.headers["retry-after"] == "30"
+    assert answer.json()["reason"] == "backpressure_shed"
+
+
+def test_shed_is_decided_outside_the_writer_and_logged(
+    cp: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shed request never enters the single write path (``Store.submit``) and leaves a
+    structured ``order.shed`` log line with its reason, rate-limited (no durable write)."""
+    from control_plane import intake
+
+    monkeypatch.setattr(intake, "SHED_LOG", intake._ShedLog(interval_s=3600.0))
+    submitted: list[object] = []
+    real_submit = cp.services.store.submit
+
+    def counting_submit(fn: Any) -> Any:
+        submitted.append(fn)
+        return real_submit(fn)
+
+    monkeypatch.setattr(cp.services.store, "submit", counting_submit)
+    cp.publish(decision(GLOBAL, "shed", Actions(EVERYONE, 0.0, 45)))
+    with caplog.at_level("WARNING", logger="brigade.intake"):
+        answers = [cp.order(key=f"k-{n}").status_code for n in range(3)]
+    lines = [r for r in caplog.records if getattr(r, "event", None) == "order.shed"]
+    assert answers == [429, 429, 429]
+    assert submitted == []
+    assert len(lines) == 1
+    assert getattr(lines[0], "reason", None) == "backpressure_shed"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from control_plane import auth, catalogue, intake, reconcile
+from control_plane import auth, catalogue, intake, leases, orders, reconcile, stock
 from control_plane.config import Settings
-from control_plane.schemas import KitchenCreate, OrderCreate, SkuCreate
+from control_plane.errors import StockInsufficient
+from control_plane.schemas import KitchenCreate, OrderCreate, SkuCreate, StockDelivery
 from control_plane.store import Store
 from protocol.events import EventEnvelope
 from protocol.sync_api import EnrollRequest, Heartbeat, LeaseRenewal, SyncRequest, SyncResponse
@@ -179,3 +182,235 @@ def test_request_built_before_start_by_and_delayed_past_it_does_not_reclaim(
     sync_at(store, agent, settings, T0)
     sync_at(store, agent, settings, T0 + 500, sent_at=T0 + 100)
     assert task_state(store) == ("leased", 1)
+
+
+# --- stock of cancelled, failed and reassigned tasks -------------------------------------------
+
+
+def stocked_order(store: Store, settings: Settings, *, key: str, kitchens: tuple[str, ...]) -> str:
+    """SKU ``patty-burger`` (one patty a unit), 5 patties at k1, one accepted order of 2 there;
+    then, when named in ``kitchens``, kitchen k2 (a grill, 5 patties). Returns the order id."""
+    catalogue.create_sku(
+        store,
+        SkuCreate.model_validate(
+            {
+                "id": "patty-burger",
+                "name": "Patty burger",
+                "station_id": "grill",
+                "steps": [{"name": "grill", "equipment_kind": "grill", "duration_s": 300}],
+                "freshness_window_min": 30,
+                "ingredients": [{"ingredient": "patty", "per_unit": 1}],
+            }
+        ),
+        now=T0,
+        actor="test",
+    )
+    delivery = StockDelivery.model_validate({"lines": [{"ingredient": "patty", "quantity": 5}]})
+    stock.deliver(store, "k1", delivery, now=T0, actor="test")
+    order = OrderCreate.model_validate(
+        {
+            "items": [{"sku_id": "patty-burger", "quantity": 2}],
+            "promised_by": datetime.fromtimestamp(T0 + 1200, UTC).isoformat(),
+            "destination": "store-1",
+        }
+    )
+    answer = intake.submit_order(
+        store,
+        order,
+        key=key,
+        body_hash=key,
+        now=T0,
+        actor="test",
+        settings=settings,
+        in_flight=intake.KeysInFlight(),
+    )
+    assert answer.status == 201, answer.body
+    order_id = str(json.loads(answer.body)["id"])
+    with store.read() as reader:
+        (task,) = reader.tasks_of_order(order_id)
+    assert task["kitchen_id"] == "k1"
+    if "k2" in kitchens:
+        catalogue.create_kitchen(
+            store,
+            KitchenCreate.model_validate(
+                {"id": "k2", "name": "K2", "stations": [{"id": "grill", "name": "Grill"}]}
+            ),
+            now=T0,
+            actor="test",
+        )
+        stock.deliver(store, "k2", delivery, now=T0, actor="test")
+    return order_id
+
+
+def patties(store: Store, kitchen_id: str = "k1") -> float:
+    with store.read() as reader:
+        row = reader.stock_item(kitchen_id, "patty")
+    assert row is not None
+    return float(row["quantity"])
+
+
+def the_task(store: Store, order_id: str) -> Any:
+    with store.read() as reader:
+        (task,) = reader.tasks_of_order(order_id)
+    return task
+
+
+def task_event(
+    agent: auth.AgentIdentity, seq: int, kind: str, payload: dict[str, Any]
+) -> EventEnvelope:
+    return EventEnvelope(
+        agent_id=agent.agent_id,
+        kitchen_id=agent.kitchen_id,
+        seq=seq,
+        event_id=f"ev-{seq}",
+        type=kind,
+        occurred_at=T0 + 20,
+        payload=payload,
+    )
+
+
+def test_cancelling_a_leased_task_keeps_its_stock_until_known_unstarted(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """A leased task may be cooking: cancelling its order gives nothing back; once its start-by
+    passed with the agent caught up and no start reported, the stock comes back exactly once."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1",))
+    sync_at(store, agent, settings, T0)
+    assert the_task(store, order_id)["state"] == "leased"
+    orders.cancel_order(store, order_id, reason="customer", now=T0 + 10, actor="ops")
+    after_cancel = patties(store)
+    sync_at(store, agent, settings, T0 + 30)  # before start-by: may still start
+    before_start_by = patties(store)
+    sync_at(store, agent, settings, T0 + 500)
+    sync_at(store, agent, settings, T0 + 600)
+    assert (after_cancel, before_start_by, patties(store)) == (3.0, 3.0, 5.0)
+    assert audit_count(store, "stock.released") == 1
+
+
+def test_a_cancelled_leased_task_that_started_keeps_its_stock(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """The kitchen started it before hearing of the cancellation: the stock stays used."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1",))
+    (lease,) = [
+        lease
+        for lease in sync_at(store, agent, settings, T0).leases
+        if lease.task_id == the_task(store, order_id)["id"]
+    ]
+    orders.cancel_order(store, order_id, reason="customer", now=T0 + 10, actor="ops")
+    started = task_event(
+        agent,
+        1,
+        "task.started",
+        {"task_id": lease.task_id, "fencing_token": lease.fencing_token, "station_id": "grill"},
+    )
+    sync_at(store, agent, settings, T0 + 30, events=[started])
+    sync_at(store, agent, settings, T0 + 600)
+    assert patties(store) == 3.0
+
+
+def test_a_cancelled_leased_task_released_by_the_agent_gives_its_stock_back(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """The agent gives the cancelled task back unstarted: its stock returns at once, once."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1",))
+    task_id = str(the_task(store, order_id)["id"])
+    sync_at(store, agent, settings, T0)
+    orders.cancel_order(store, order_id, reason="customer", now=T0 + 10, actor="ops")
+    assert patties(store) == 3.0
+    released = task_event(
+        agent, 1, "task.released", {"task_id": task_id, "fencing_token": 1, "reason": "cancelled"}
+    )
+    sync_at(store, agent, settings, T0 + 30, events=[released])
+    sync_at(store, agent, settings, T0 + 600)
+    assert patties(store) == 5.0
+    assert audit_count(store, "stock.released") == 1
+
+
+def test_a_task_failed_before_starting_gives_its_stock_back(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """``task.failed`` with ``started: false``: nothing was cooked, the stock goes back."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1",))
+    task_id = str(the_task(store, order_id)["id"])
+    sync_at(store, agent, settings, T0)
+    failed = task_event(
+        agent,
+        1,
+        "task.failed",
+        {"task_id": task_id, "fencing_token": 1, "reason": "oven_fault", "started": False},
+    )
+    sync_at(store, agent, settings, T0 + 30, events=[failed])
+    assert the_task(store, order_id)["state"] == "failed"
+    assert patties(store) == 5.0
+
+
+def test_reassigning_a_planned_task_moves_its_stock(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """A planned task moved to k2 gives its stock back at k1 and takes it at k2."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1", "k2"))
+    task_id = str(the_task(store, order_id)["id"])
+    leases.reassign(
+        store,
+        task_id,
+        kitchen_id="k2",
+        reason="ops",
+        now=T0 + 5,
+        actor="ops",
+        unreachable_after_s=60,
+    )
+    assert (patties(store, "k1"), patties(store, "k2")) == (5.0, 3.0)
+
+
+def test_reassigning_a_leased_task_keeps_the_old_hold_and_takes_new_stock(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """A leased task (the old kitchen may cook it) moved to k2: stock is used at both."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1", "k2"))
+    task_id = str(the_task(store, order_id)["id"])
+    sync_at(store, agent, settings, T0)
+    leases.reassign(
+        store,
+        task_id,
+        kitchen_id="k2",
+        reason="ops",
+        now=T0 + 5,
+        actor="ops",
+        unreachable_after_s=60,
+    )
+    assert (patties(store, "k1"), patties(store, "k2")) == (3.0, 3.0)
+    assert audit_count(store, "stock.kept") == 1
+
+
+def test_reassigning_to_a_kitchen_without_the_stock_is_refused_409(
+    store: Store, agent: auth.AgentIdentity, settings: Settings
+) -> None:
+    """k2 has no patties tracked as short (1 left, 2 needed): 409 ``stock-insufficient``,
+    nothing changes."""
+    order_id = stocked_order(store, settings, key="o-stock", kitchens=("k1", "k2"))
+    task_id = str(the_task(store, order_id)["id"])
+    with store.write() as tx:
+        assert tx.take_stock(kitchen_id="k2", ingredient="patty", quantity=4, at=T0) == 1
+    with pytest.raises(StockInsufficient) as refused:
+        leases.reassign(
+            store,
+            task_id,
+            kitchen_id="k2",
+            reason="ops",
+            now=T0 + 5,
+            actor="ops",
+            unreachable_after_s=60,
+        )
+    assert (refused.value.status, refused.value.slug, refused.value.reason) == (
+        409,
+        "stock-insufficient",
+        "out_of_stock",
+    )
+    assert the_task(store, order_id)["kitchen_id"] == "k1"
+    assert (patties(store, "k1"), patties(store, "k2")) == (3.0, 1.0)
+
+
+def audit_count(store: Store, action: str) -> int:
+    with store.read() as reader:
+        return sum(1 for row in reader.audit_rows() if row["action"] == action)
