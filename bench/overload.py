@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.intake import SKU
 from bench.loadgen import OpenLoadResult, build_request, closed_loop, open_loop
 from bench.results import Result
 from simulators.services import ControlPlane
@@ -60,27 +61,6 @@ RAMP_GROWTH = 1.4
 #: The unloaded latency: an open load this light, long enough for a p99 of ~300 answers.
 UNLOADED_RATE = 30.0
 UNLOADED_SECONDS = 10.0
-
-SKU = {
-    "id": "overload-bowl",
-    "name": "Overload bowl",
-    "station_id": "hot-line",
-    "steps": [
-        {
-            "name": "cook",
-            "equipment_kind": "oven",
-            "action": "cook",
-            "setpoint_c": 180,
-            "duration_s": 60,
-            "manual": False,
-            "min_core_temp_c": 74,
-        }
-    ],
-    "freshness_window_min": 60,
-    "priority": "normal",
-    "hold": "hot",
-}
-
 
 # --- Pure helpers ------------------------------------------------------------------------------
 

@@ -72,27 +72,10 @@ def append(
     reason: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> int:
-    """Append one record inside ``tx``; returns its ``seq``."""
-    last = tx.last_audit()
-    seq = 1 if last is None else int(last["seq"]) + 1
-    prev_hash = GENESIS_HASH if last is None else str(last["hash"])
-    record: dict[str, Any] = {
-        "seq": seq,
-        "at": at,
-        "actor_type": actor_type,
-        "actor_id": actor_id,
-        "action": action,
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "order_id": order_id,
-        "kitchen_id": kitchen_id,
-        "station_id": station_id,
-        "device_id": device_id,
-        "reason": reason,
-        "details": dict(details or {}),
-    }
-    tx.insert_audit(
-        seq=seq,
+    """Append one record inside ``tx``; returns its ``seq`` (a :class:`Batch` of one, so the
+    chain is built in one place)."""
+    batch = Batch(tx)
+    seq = batch.append(
         at=at,
         actor_type=actor_type,
         actor_id=actor_id,
@@ -104,10 +87,9 @@ def append(
         station_id=station_id,
         device_id=device_id,
         reason=reason,
-        details_json=canonical_json(record["details"]),
-        prev_hash=prev_hash,
-        record_hash=record_hash(prev_hash, record),
+        details=details,
     )
+    batch.flush()
     return seq
 
 

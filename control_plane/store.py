@@ -533,49 +533,6 @@ class Writer(Reader):
             (at, by, corrective_action, agent_id, alert_id),
         )
 
-    def insert_audit(
-        self,
-        *,
-        seq: int,
-        at: float,
-        actor_type: str,
-        actor_id: str,
-        action: str,
-        subject_type: str,
-        subject_id: str,
-        order_id: str | None,
-        kitchen_id: str | None,
-        station_id: str | None,
-        device_id: str | None,
-        reason: str | None,
-        details_json: str,
-        prev_hash: str,
-        record_hash: str,
-    ) -> None:
-        self._exec(
-            "INSERT INTO audit (seq, at, actor_type, actor_id, action, subject_type, subject_id,"
-            " order_id, kitchen_id, station_id, device_id, reason, details_json, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                at,
-                actor_type,
-                actor_id,
-                action,
-                subject_type,
-                subject_id,
-                order_id,
-                kitchen_id,
-                station_id,
-                device_id,
-                reason,
-                details_json,
-                prev_hash,
-                record_hash,
-            ),
-        )
-
-    # -- control loop
     def upsert_backpressure_override(
         self,
         *,
@@ -842,8 +799,8 @@ class Writer(Reader):
         )
 
     def insert_audit_rows(self, *, rows: Sequence[tuple[object, ...]]) -> None:
-        """Many :meth:`insert_audit` rows at once, each in that method's column order (``seq``
-        … ``details_json, prev_hash, record_hash``); :class:`control_plane.audit.Batch`."""
+        """Audit rows in column order (``seq`` … ``details_json, prev_hash, record_hash``), the
+        only way audit records are written (:class:`control_plane.audit.Batch`)."""
         self._conn.executemany(
             "INSERT INTO audit (seq, at, actor_type, actor_id, action, subject_type, subject_id,"
             " order_id, kitchen_id, station_id, device_id, reason, details_json, prev_hash, hash)"
