@@ -586,6 +586,7 @@ SCENARIO_FIGURES = (
     "lost_events",
     "sla_alerts",
     "safety_alerts",
+    "operational_alerts",
     "device_alarms",
     "waste_units",
     "errors",

@@ -24,6 +24,10 @@ from typing import Any, Literal
 
 from simulators.demand import DemandProfile, Rush, SkuShare, Spike, TimeCompression
 
+#: The ``agent_id`` of alerts the control plane raises itself (docs/api.md, "Alerts"): SLA
+#: alerts and operational ones such as ``low_stock``; every other alert comes from an agent.
+CONTROL_PLANE_ACTOR = "control-plane"
+
 Action = Literal[
     "partition",  # blackhole the kitchen's agent <-> control plane link (fault proxy)
     "heal",  # back to pass
@@ -327,7 +331,10 @@ def build_report(facts: RunFacts, scenario: Scenario) -> dict[str, Any]:
     ready = [o for o in facts.orders if o.get("status") in ("ready", "handed_over")]
     alerts = facts.alerts or []
     sla = [a for a in alerts if "sla" in str(a.get("kind", "")).lower()]
-    safety = [a for a in alerts if a not in sla]
+    # Food safety is what the kitchens' agents raise; the control plane's own alerts that are
+    # not about SLAs (``low_stock``, ...) are operational and counted apart.
+    safety = [a for a in alerts if a not in sla and a.get("agent_id") != CONTROL_PLANE_ACTOR]
+    operational = [a for a in alerts if a not in sla and a not in safety]
     notes = list(facts.notes)
     if facts.alerts is None:
         notes.append("alerts: GET /v1/alerts unavailable; sla_alerts and safety_alerts are 0")
@@ -356,6 +363,7 @@ def build_report(facts: RunFacts, scenario: Scenario) -> dict[str, Any]:
         "lost_events": int(facts.invariants.get("lost_events", 0)),
         "sla_alerts": len(sla),
         "safety_alerts": len(safety),
+        "operational_alerts": len(operational),
         "device_alarms": facts.device_alarms,
         "device_events": dict(facts.device_events),
         "alerts_by_kind": _count(a.get("kind") for a in alerts),

@@ -60,7 +60,10 @@ def facts(**changes: object) -> RunFacts:
             {"state": "done", "wasted_quantity": None},
             {"state": "failed", "wasted_quantity": 2},
         ],
-        alerts=[{"kind": "cold_holding_breach"}],
+        alerts=[
+            {"kind": "cold_holding_breach", "agent_id": "agent-1"},
+            {"kind": "low_stock", "agent_id": "control-plane"},
+        ],
     )
     for key, value in changes.items():
         setattr(base, key, value)
@@ -132,7 +135,8 @@ def test_report_has_every_field_the_issue_lists() -> None:
     assert report["orders_late"] == 1  # o-2 is not ready at the end
     assert report["tasks_done"] == 1
     assert report["waste_units"] == 2
-    assert report["safety_alerts"] == 1
+    assert report["safety_alerts"] == 1  # low_stock is not a food-safety alert
+    assert report["operational_alerts"] == 1
     assert report["sla_alerts"] == 0
     assert any("sla_alerts" in note for note in report["notes"])
 
