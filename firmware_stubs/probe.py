@@ -3,8 +3,10 @@
 The probe sends ``$TMP,<id>,<seq>,<value>,<unit>*HH`` every ``interval_s``, a ``STA`` frame
 (state, battery %) every ``status_every`` readings and an ``ERR`` frame (``open_circuit``) when
 its sensor cannot be read; it answers each ``CFG`` frame (``key,value``) with an ``ACK``
-(``ok``/``err``). One ``seq`` counts every frame it sends. Bytes it cannot parse are dropped and
-counted, never answered. A board's main loop::
+(``ok``/``err``). Its check button (:meth:`ProbeFirmware.check`) sends ``CHK`` (reading,
+reference, unit): staff put the probe in a reference, iced water at 0 °C unless ``check_ref``
+was configured (boiling water, say), and press it. One ``seq`` counts every frame it sends.
+Bytes it cannot parse are dropped and counted, never answered. A board's main loop::
 
     probe = ProbeFirmware("probe-1", clock, thermocouple, uart)
     while True:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Longest frame on the wire including ``\r\n`` (protocol.serial_frames.MAX_FRAME_BYTES).
 MAX_FRAME_BYTES = 96
-FIELD_COUNTS = {"TMP": 2, "STA": 2, "CFG": 2, "ACK": 2, "ERR": 1}
+FIELD_COUNTS = {"TMP": 2, "STA": 2, "CFG": 2, "ACK": 2, "ERR": 1, "CHK": 3}
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _FIELD_CHARS = _ID_CHARS + ".+"
 MAX_DEVICE_ID = 32
@@ -32,6 +34,7 @@ MAX_DEVICE_ID = 32
 NUMERIC_LIMITS = {
     "interval_s": (0.05, 3600.0),
     "status_every": (1.0, 10000.0),
+    "check_ref": (-60.0, 400.0),
 }
 UNITS = ("C", "F")
 
@@ -136,6 +139,7 @@ class ProbeFirmware:
         self.unit = unit
         self.status_every = status_every
         self.battery_pct = battery_pct
+        self.check_ref = 0.0  # °C: the ice point
         self.seq = 0
         self.readings_sent = 0
         self.sensor_ok = True
@@ -165,6 +169,22 @@ class ProbeFirmware:
         self.readings_sent += 1
         if self.readings_sent % self.status_every == 0:
             self.send("STA", ("ok", str(self.battery_pct)))
+
+    def check(self) -> None:
+        """The check button: the reading and the reference, in the probe's unit."""
+        try:
+            value = self.sensor.read()  # type: float | None
+        except OSError:
+            value = None
+        if value is None:
+            self.sensor_ok = False
+            self.send("ERR", ("open_circuit",))
+            return
+        reference = self.check_ref
+        if self.unit == "F":
+            value = value * 9.0 / 5.0 + 32.0
+            reference = reference * 9.0 / 5.0 + 32.0
+        self.send("CHK", (format_value(value), format_value(reference), self.unit))
 
     # -- input --------------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -208,7 +228,9 @@ class ProbeFirmware:
             return False
         if not limits[0] <= number <= limits[1]:
             return False
-        if key == "interval_s":
+        if key == "check_ref":
+            self.check_ref = number
+        elif key == "interval_s":
             self.interval_s = number
             # The new interval counts from now, as a probe restarts its timer on configuration.
             self._next_at = self.clock.monotonic() + number

@@ -35,6 +35,7 @@ class FrameType(StrEnum):
     CFG = "CFG"  # host -> probe: set configuration (key, value)
     ACK = "ACK"  # probe -> host: configuration result (key, ok|err)
     ERR = "ERR"  # probe -> host: sensor error (code)
+    CHK = "CHK"  # probe -> host: accuracy check against a reference (reading, reference, unit)
 
 
 FIELD_COUNTS: dict[FrameType, int] = {
@@ -43,6 +44,7 @@ FIELD_COUNTS: dict[FrameType, int] = {
     FrameType.CFG: 2,
     FrameType.ACK: 2,
     FrameType.ERR: 1,
+    FrameType.CHK: 3,
 }
 
 
@@ -136,6 +138,26 @@ def parse_temperature(frame: Frame) -> float:
     if frame.type is not FrameType.TMP:
         raise FrameError(f"{frame.type} frame carries no temperature", reason="bad_value")
     text, unit = frame.fields
+    return _celsius(text, unit)
+
+
+def parse_probe_check(frame: Frame) -> tuple[float, float]:
+    """``(reading, reference)`` in degrees Celsius of a ``CHK`` frame: staff put the probe in a
+    reference (iced water, 0 °C) and pressed its check button.
+
+    >>> parse_probe_check(Frame(FrameType.CHK, "probe-1", 3, ("32.9", "32.0", "F")))
+    (0.5, 0.0)
+
+    Raises :class:`FrameError` (``bad_value``) like :func:`parse_temperature`.
+    """
+    if frame.type is not FrameType.CHK:
+        raise FrameError(f"{frame.type} frame carries no probe check", reason="bad_value")
+    reading, reference, unit = frame.fields
+    # Rounded to the millidegree: a Fahrenheit probe's 32.9 is 0.5 °C, not 0.50000000001.
+    return round(_celsius(reading, unit), 3), round(_celsius(reference, unit), 3)
+
+
+def _celsius(text: str, unit: str) -> float:
     try:
         value = float(text)
     except ValueError as exc:

@@ -403,6 +403,12 @@ class SerialProbe:
     ) -> None:
         self.stop()
 
+    def check(self) -> None:
+        """Press the probe's check button, as staff do with it in the reference (iced water
+        unless ``check_ref`` was configured): a ``CHK`` frame with what the sensor reads."""
+        with self._io_lock:
+            self.firmware.check()
+
     def unplug(self) -> None:
         """Pull the USB plug: the path disappears and the open port hangs up (EIO)."""
         with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,8 @@ One :class:`SerialLink` per configured port, each on its own thread (``brigade-s
 * ``TMP`` readings (°F converted to °C) and ``STA`` frames go to the ingest loop as numbered
   device messages, so probe ``seq`` gaps are counted like MQTT ones; the first frame of a probe
   after (re)connecting marks it online, losing the port marks its probes offline;
+* ``CHK`` frames (an accuracy check against a reference, e.g. iced water) go to the food-safety
+  monitor as a probe check, exactly like a ``probe_check`` event on MQTT;
 * unplug/replug: any error opening or reading the port (the device path vanished, EIO after a
   hang-up) closes it and retries with jittered exponential backoff, capped, until the path is
   back; the link never gives up while the agent runs;
@@ -37,9 +39,9 @@ import serial
 from edge_agent.backoff import Backoff
 from edge_agent.errors import LinkError
 from edge_agent.links.mqtt import DeviceSink, DropCounter
-from edge_agent.readings import Observed, ReadingIn, StatusSeen
+from edge_agent.readings import Observed, ProbeCheck, ReadingIn, StatusSeen
 from protocol import Frame, FrameError, FrameType, decode_frame, encode_frame
-from protocol.serial_frames import LineSplitter, parse_temperature
+from protocol.serial_frames import LineSplitter, parse_probe_check, parse_temperature
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +238,20 @@ class SerialLink:
                     self._config_state[key] = "ok" if result == "ok" else "err"
             if result != "ok":
                 log.warning("probe refused a setting", extra={"path": self.path, "key": key})
+        elif frame.type is FrameType.CHK:
+            # Staff checked the probe against a reference; the monitor keeps it as evidence
+            # and raises probe_inaccurate when it is off by more than the probe's accuracy.
+            reading_c, reference_c = parse_probe_check(frame)
+            check = ProbeCheck(
+                device_id=frame.device_id,
+                probe="temp",
+                reading_c=reading_c,
+                reference_c=reference_c,
+                badge=None,  # a serial probe has no badge reader
+                at=now,
+            )
+            if not self._sink.submit(check):
+                self.drops.drop("ingest_full", f"{frame.device_id}: ingest queue full")
         elif frame.type is FrameType.ERR:
             self.sensor_errors += 1
             self._submit(Observed(frame.device_id, "serial", frame.seq, now))

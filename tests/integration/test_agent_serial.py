@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.backoff import Backoff
 from edge_agent.links.serial import SerialLink
-from edge_agent.readings import Observed, StatusSeen
+from edge_agent.readings import Observed, ProbeCheck, StatusSeen
 from protocol import Frame, FrameType, encode_frame
 from protocol.vector_files import load
 from simulators.processes import wait_until
@@ -133,3 +133,25 @@ def test_an_unanswered_setting_is_sent_again_after_a_replug(
         pty_probe.replug()
         wait_until(lambda: b"$CFG" in pty_probe.received(), timeout=10, what="CFG after replug")
         assert link.config_state() == {"interval_s": "pending"}
+
+
+def test_a_probe_check_frame_reaches_the_monitor_as_a_probe_check(
+    pty_probe: PtyProbe, sink: ListSink
+) -> None:
+    """CHK (reading, reference, unit) arrives as a ProbeCheck in °C; a CHK with a value no
+    probe reads is dropped as bad_value and counted, and the link goes on."""
+    bad = encode_frame(Frame(FrameType.CHK, "probe-1", 1, ("999.0", "0.0", "C")))
+    good = encode_frame(Frame(FrameType.CHK, "probe-1", 2, ("33.8", "32.0", "F")))
+    with reading(make_link(pty_probe, sink)) as link:
+        wait_until(lambda: link.state == "up", timeout=10, what="port open")
+        pty_probe.send(bad + good)
+        sink.wait_for(ProbeCheck, 1)
+    [check] = sink.of(ProbeCheck)
+    assert (check.device_id, check.probe, check.reading_c, check.reference_c, check.badge) == (
+        "probe-1",
+        "temp",
+        1.0,
+        0.0,
+        None,
+    )
+    assert link.drops.counts() == {"bad_value": 1}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_agent.backoff import Backoff
 from edge_agent.links.serial import SerialLink
-from edge_agent.readings import Observed
+from edge_agent.readings import Observed, ProbeCheck
 from simulators.processes import wait_until
 from simulators.serial_probe import ProbeFaults, ScriptedSource, SerialProbe
 from tests.fixtures_agent import ListSink
@@ -90,3 +90,22 @@ def test_agent_link_survives_unplug_and_replug(tmp_path: Path, sink: ListSink) -
         probe.replug()
         wait_until(lambda: link.frames_ok > before + 2, timeout=15, what="frames after replug")
     assert link.connects >= 2
+
+
+def test_the_probes_check_button_reaches_the_agent_as_a_probe_check(
+    tmp_path: Path, sink: ListSink
+) -> None:
+    """The simulated probe, configured for the boiling point, pressed while reading 98.6 °C:
+    the agent's link hands the monitor a check 1.4 °C off its reference."""
+    path = tmp_path / "probe-1"
+    with (
+        SerialProbe(
+            "probe-1", ScriptedSource([(0, 98.6)]), link_path=path, interval_s=0.05
+        ) as probe,
+        agent_link(path, sink, check_ref="100") as link,
+    ):
+        wait_until(lambda: link.config_state() == {"check_ref": "ok"}, timeout=10, what="ack")
+        probe.check()
+        sink.wait_for(ProbeCheck, 1)
+    [check] = sink.of(ProbeCheck)
+    assert (check.reading_c, check.reference_c) == (98.6, 100.0)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from firmware_stubs.fakes import ManualClock, Thermometer
 from firmware_stubs.probe import MemoryUart, ProbeFirmware, decode_line, encode_frame, format_value
 from protocol import FrameError, FrameType, decode_frame
-from protocol.serial_frames import parse_temperature
+from protocol.serial_frames import parse_probe_check, parse_temperature
 from protocol.vector_files import Vector, load
 
 
@@ -122,6 +122,33 @@ def test_cfg_with_unknown_key_or_bad_value_is_acked_err(key: str, value: str) ->
     probe.feed(encode_frame("CFG", "agent", 0, (key, value)))
     assert decode_frame(uart.sent[0]).fields == (key, "err")
     assert probe.interval_s == 5.0
+
+
+def test_the_check_button_sends_the_reading_against_the_ice_point() -> None:
+    """CHK carries what the sensor reads and the reference, 0 °C unless configured."""
+    probe, _, uart = probe_with(0.8)
+    probe.check()
+    frame = decode_frame(uart.sent[0])
+    assert (frame.type, frame.seq) == (FrameType.CHK, 1)
+    assert parse_probe_check(frame) == (0.8, 0.0)
+
+
+def test_a_configured_reference_and_unit_are_used_by_the_check() -> None:
+    """After CFG check_ref,100 and unit,F a check in boiling water reads back in °C."""
+    probe, _, uart = probe_with(99.5)
+    probe.feed(encode_frame("CFG", "agent", 0, ("check_ref", "100")))
+    probe.feed(encode_frame("CFG", "agent", 0, ("unit", "F")))
+    probe.check()
+    frame = decode_frame(uart.sent[2])
+    assert frame.fields[2] == "F"
+    assert parse_probe_check(frame) == pytest.approx((99.5, 100.0), abs=0.06)
+
+
+def test_the_check_of_a_broken_sensor_is_a_sensor_error() -> None:
+    """No reading, no check: the probe reports open_circuit instead."""
+    clock, uart = ManualClock(), MemoryUart()
+    ProbeFirmware("probe-1", clock, BrokenSensor(), uart).check()
+    assert decode_frame(uart.sent[0]).fields == ("open_circuit",)
 
 
 def test_fahrenheit_unit_converts_the_reading() -> None:

@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import Frame, FrameError, FrameType, decode_frame, encode_frame
-from protocol.serial_frames import MAX_FRAME_BYTES, LineSplitter, parse_temperature
+from protocol.serial_frames import (
+    MAX_FRAME_BYTES,
+    LineSplitter,
+    parse_probe_check,
+    parse_temperature,
+)
 from protocol.vector_files import Vector, load
 
 VECTORS = load("serial")
@@ -25,6 +30,23 @@ def test_valid_frame_vector_decodes(vector: Vector) -> None:
     assert list(frame.fields) == vector.meta["fields"]
     if "celsius" in vector.meta:
         assert parse_temperature(frame) == pytest.approx(vector.meta["celsius"], abs=1e-3)
+    if "check_celsius" in vector.meta:
+        assert list(parse_probe_check(frame)) == pytest.approx(vector.meta["check_celsius"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        (("abc", "0.0", "C"), "not a number"),
+        (("0.4", "0.0", "K"), "unit"),
+        (("999", "0", "C"), "range"),
+    ],
+)
+def test_a_probe_check_with_a_bad_value_is_a_bad_value(fields: tuple[str, ...], why: str) -> None:
+    """A CHK frame that decodes but carries no usable temperatures is dropped as bad_value."""
+    with pytest.raises(FrameError, match=why) as caught:
+        parse_probe_check(Frame(FrameType.CHK, "probe-1", 1, fields))
+    assert caught.value.reason == "bad_value"
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if not v.valid], ids=lambda v: v.name)
