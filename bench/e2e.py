@@ -2,7 +2,14 @@
 
 Everything real: ``brigade serve`` (SQLite, durable commits; ``asap`` planning, so the task is
 due at once rather than just in time for a promise 20 minutes out), Mosquitto, an enrolled
-``brigade-agent run`` (sync every 0.2 s) and two simulated ovens the agent has reported online.
+``brigade-agent run`` as installed (default sync interval, 2 s, with the work doorbell on) and
+two simulated ovens the agent has reported online.
+
+The agent hears of the order through the work doorbell (``GET /v1/agents/work``, held open by
+the agent and answered when intake plans a task for its kitchen) and syncs at once. Before the
+doorbell this benchmark met its goal only by running the agent with a sync every 0.2 s, which a
+fleet cannot afford: at the 2 s default an order waited up to a whole interval (p99 about 2 s),
+and even at 0.2 s single stalls of 1.8 s showed in the p99.
 Orders are submitted one at a time, each once the previous one is ready, so an oven is always
 free (the measure is the software path, not a queue of food: cold ovens heating up used to queue
 the second order). The clock starts when ``POST /v1/orders`` answers ``201`` and stops when an
@@ -155,9 +162,9 @@ def run(*, orders: int = 40) -> list[Result]:
                     "--mqtt-port",
                     str(broker.port),
                 )
-                tuned = load_config(config_path).model_copy(
-                    update={"sync_interval_s": 0.2, "metrics_port": None}
-                )
+                # As installed (default sync interval and doorbell), without the local metrics
+                # port, which could collide with another process on this machine.
+                tuned = load_config(config_path).model_copy(update={"metrics_port": None})
                 save_config(tuned, config_path)
                 agent = ManagedProcess(
                     "bench-agent",
@@ -215,11 +222,14 @@ def run(*, orders: int = 40) -> list[Result]:
             broker.stop()
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    p50 = statistics.median(latencies)
     params = {
         "orders": orders,
-        "p50_s": round(statistics.median(latencies), 4),
+        "p50_s": round(p50, 4),
+        "p99_s": round(p99, 4),
         "max_s": round(latencies[-1], 4),
-        "agent_sync_interval_s": 0.2,
+        "agent_sync_interval_s": tuned.sync_interval_s,
+        "work_doorbell": tuned.work_doorbell,
     }
     return [
         Result(
@@ -229,5 +239,6 @@ def run(*, orders: int = 40) -> list[Result]:
             "s",
             params=params,
             goal="<= 1 s",
-        )
+        ),
+        Result(BENCHMARK, "order accepted -> task started p50", p50, "s", params=params),
     ]

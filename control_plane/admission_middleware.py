@@ -9,6 +9,10 @@ separate so a fleet of agents syncing cannot starve order intake, nor operators'
 ('intake', 'read')
 >>> traffic_class("POST", "/v1/agents/sync"), traffic_class("GET", "/healthz") is None
 ('sync', True)
+
+The work doorbell (``GET /v1/agents/work``) is never limited either: its latency is the wait
+an agent asked for, not congestion, and would teach the limiter that the server is slow. It
+is bounded instead by one held request per agent, and costs one indexed read per answer.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, problem_b
 __all__ = ["TRAFFIC_CLASSES", "AdmissionMiddleware", "budgets_from", "traffic_class"]
 
 TRAFFIC_CLASSES = ("intake", "sync", "read", "write")
-#: Probes and scrapes must answer exactly when the API is overloaded.
-_NEVER_LIMITED = frozenset({"/healthz", "/metrics"})
+#: Probes and scrapes must answer exactly when the API is overloaded; long polls are held on
+#: purpose (see the module docstring).
+_NEVER_LIMITED = frozenset({"/healthz", "/metrics", "/v1/agents/work"})
 _AGENT_PATHS = frozenset({"/v1/agents/sync", "/v1/agents/enroll"})
 _READ_METHODS = frozenset({"GET", "HEAD"})
 

@@ -21,6 +21,7 @@ from control_plane.admission_middleware import AdmissionMiddleware, budgets_from
 from control_plane.config import Settings
 from control_plane.control_loop import ControlLoop
 from control_plane.deps import Services
+from control_plane.doorbell import WorkDoorbell
 from control_plane.intake import KeysInFlight, purge_expired_keys
 from control_plane.metrics import Metrics
 from control_plane.observability import RequestMiddleware
@@ -80,6 +81,10 @@ def create_app(
         planning=planning,
     )
     app.state.control_loop = control_loop
+    # Agents long-poll it (GET /v1/agents/work); intake, cancellation and re-planning ring it.
+    doorbell = WorkDoorbell()
+    app.state.doorbell = doorbell
+    metrics.doorbell_waiters.set_function(lambda: doorbell.waiting)
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

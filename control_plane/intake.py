@@ -34,6 +34,7 @@ from typing import Any
 from control_plane import audit, stock
 from control_plane.audit import canonical_json, iso
 from control_plane.config import Settings
+from control_plane.doorbell import ring_kitchens
 from control_plane.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReuse,
@@ -85,6 +86,8 @@ class IntakeAnswer:
     headers: Mapping[str, str] | None = None
     #: Whether the answer is kept under the key for replays (not a 429: retrying must work).
     stored: bool = True
+    #: Kitchens given new planned work by this request (their work doorbells ring).
+    kitchens: tuple[str, ...] = ()
 
 
 class KeysInFlight:
@@ -204,7 +207,10 @@ def submit_order(
 
         # Group-committed with concurrent intakes: one fsync per batch, and no answer before
         # the batch that holds this order (and its answer under the key) is on disk.
-        return store.submit(decide)
+        answer = store.submit(decide)
+    # Committed: the kitchens' agents may sync for their new tasks now, not at their interval.
+    ring_kitchens(answer.kitchens)
+    return answer
 
 
 class _ShedLog:
@@ -718,7 +724,8 @@ def _plan_and_record(
     order_row = tx.order(order_id)
     assert order_row is not None
     body_bytes = json.dumps(order_view(tx, order_row), separators=(",", ":")).encode()
-    return IntakeAnswer(201, JSON_MEDIA_TYPE, body_bytes, "accepted")
+    planned_at = tuple(sorted({task.kitchen_id for task in batch.tasks}))
+    return IntakeAnswer(201, JSON_MEDIA_TYPE, body_bytes, "accepted", kitchens=planned_at)
 
 
 def _task_needs(task: TaskPlan, sku: SkuSpec) -> dict[str, float]:

@@ -19,6 +19,7 @@ from typing import Any
 from control_plane import audit, stock
 from control_plane.auth import AgentIdentity
 from control_plane.config import Settings
+from control_plane.doorbell import ring_kitchens
 from control_plane.errors import NotFound, StateConflict, StockInsufficient, Unprocessable
 from control_plane.fleet import task_is_stranded
 from control_plane.orders import task_view_at
@@ -337,7 +338,10 @@ def reassign(
             )
         moved = tx.task(task_id)
         assert moved is not None
-        return task_view_at(tx, moved, now=now, unreachable_after_s=unreachable_after_s)
+        view = task_view_at(tx, moved, now=now, unreachable_after_s=unreachable_after_s)
+    # Committed: the target kitchen's agent may lease it now, the old one must hear it lost it.
+    ring_kitchens({str(task["kitchen_id"]), target})
+    return view
 
 
 def _order_needs(tx: Writer, task: sqlite3.Row) -> dict[str, dict[str, float]]:

@@ -114,6 +114,19 @@ class Metrics:
             ["traffic_class"],
             registry=self.registry,
         )
+        # -- work doorbell (long-polls of GET /v1/agents/work)
+        self.doorbell_waiters = Gauge(
+            "brigade_doorbell_waiters",
+            "Agents waiting on the work doorbell now (at most one per agent)",
+            registry=self.registry,
+        )
+        self.doorbell_wakeups = Counter(
+            "brigade_doorbell_wakeups_total",
+            "Work-doorbell answers by why the wait ended (changed: at once, rung, timeout,"
+            " replaced by the agent's next wait, evicted)",
+            ["woke"],
+            registry=self.registry,
+        )
         # -- control loop
         self.control_loop_seconds = Histogram(
             "brigade_control_loop_tick_seconds",

@@ -22,6 +22,7 @@ from typing import Any
 
 from control_plane import audit, stock
 from control_plane.audit import iso
+from control_plane.doorbell import ring_kitchens
 from control_plane.errors import NotFound, StateConflict
 from control_plane.fleet import task_is_stranded
 from control_plane.planning.sla import Prediction
@@ -130,7 +131,20 @@ class Cancelled:
 
 
 def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor: str) -> Cancelled:
-    """Cancel an order and its open tasks (see the module docstring)."""
+    """Cancel an order and its open tasks (see the module docstring); once committed, the work
+    doorbells of the kitchens whose tasks were withdrawn ring, so a lease holder hears of the
+    cancellation at its next sync, at once, rather than after its interval."""
+    touched: set[str] = set()
+    cancelled = _cancel(store, order_id, reason=reason, now=now, actor=actor, touched=touched)
+    ring_kitchens(touched)
+    return cancelled
+
+
+def _cancel(
+    store: Store, order_id: str, *, reason: str, now: float, actor: str, touched: set[str]
+) -> Cancelled:
+    """:func:`cancel_order` in one write transaction; adds to ``touched`` the kitchens of the
+    tasks it withdrew."""
     wasted = 0
     with store.write() as tx:
         order = tx.order(order_id)
@@ -174,6 +188,8 @@ def cancel_order(store: Store, order_id: str, *, reason: str, now: float, actor:
             # released or failed it unstarted; leases.release_cancelled_unstarted, reconcile).
             if task["state"] == "planned":
                 never_started.append(str(task["id"]))
+            if task["state"] in ("planned", "leased", "started"):
+                touched.add(str(task["kitchen_id"]))
             wasted += _cancel_task(tx, task, order_id=order_id, now=now, actor=actor)
         stock.release(tx, task_ids=never_started, now=now, actor=actor)
         updated = tx.order(order_id)

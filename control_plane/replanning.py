@@ -23,6 +23,9 @@ one write transaction:
   is flagged ``no_feasible_kitchen`` (only if it is still as read: a compare-and-set on its
   state and token). Flags clear when the condition does, audited ``task.flag_cleared``.
 
+Kitchens that lost or gained planned work have their work doorbells rung, so their agents sync
+at once (:mod:`control_plane.doorbell`).
+
 Only tasks of *affected* kitchens are handed to the core; every other kitchen's open work is
 passed as bookings, so it keeps its slots and only capacity left over is offered to moved work.
 """
@@ -34,6 +37,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from control_plane import audit, stock
+from control_plane.doorbell import ring_kitchens
 from control_plane.loop_inputs import LoopInputs, OpenTask
 from control_plane.planning.prep_times import PrepTimeModel
 from control_plane.planning.replan import (
@@ -209,6 +213,10 @@ def apply_replan(
         if tx.set_task_flag(task_id=task_id, reason=None, at=None, expected_reason=was):
             unflagged.append(task_id)
             _record_unflag(tx, task_id, tasks.get(task_id), was, now=now)
+    # Rung before the caller commits (only the transaction is at hand here): a sync it wakes
+    # takes the store's write lock, held until that commit, so it sees the moves. Should the
+    # commit fail, the ring costs those kitchens' agents one sync for nothing.
+    ring_kitchens({m.from_kitchen_id for m in moved} | {m.to_kitchen_id for m in moved})
     return AppliedReplan(
         tuple(moved), tuple(skipped), tuple(flagged), tuple(unflagged), tuple(sorted(short))
     )

@@ -3,6 +3,9 @@
 * ``brigade-sync``: sync round trips every ``sync_interval_s``; jittered backoff (honouring
   ``Retry-After``) while the control plane is unreachable or overloaded; the kitchen keeps
   cooking meanwhile.
+* ``brigade-doorbell``: holds the control plane's work doorbell open on its own event loop
+  (:class:`edge_agent.sync.DoorbellWatch`) and wakes ``brigade-sync`` the moment there is new
+  work, so an order starts within a fraction of a second instead of up to an interval later.
 * ``brigade-executor``: feeds acks, staff confirmations and time to the pure
   :func:`edge_agent.executor.decide`, persists each decision and only then sends its command.
 * ``brigade-ingest``: telemetry, device status and probe readings into the store, through the
@@ -18,11 +21,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,13 +53,13 @@ from edge_agent.executor import (
     is_manual,
 )
 from edge_agent.ingest import Ingest
-from edge_agent.links.control_plane import ControlPlaneClient
+from edge_agent.links.control_plane import ControlPlaneClient, WorkDoorbellClient
 from edge_agent.links.mqtt import CommandLink, Inbound, MqttLink
 from edge_agent.links.serial import SerialLink
 from edge_agent.metrics import MetricsServer
 from edge_agent.monitor import RULE_PACKS, Actions, SafetyMonitor
 from edge_agent.store import ActiveTask, Store, read_boot_id
-from edge_agent.sync import SyncCycle
+from edge_agent.sync import DoorbellWatch, SyncCycle
 from protocol import Ack, DeviceEvent, EventType
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,10 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
 EXECUTOR_TICK_S = 0.2
 #: Bound of the queue from the MQTT link to the executor.
 INBOX_SIZE = 1000
+#: Shortest time between two syncs in a row that the work doorbell asked for: a kitchen taking
+#: orders in a burst syncs ten times a second at most, not once per order. (The first ring
+#: after a routine sync is answered at once.)
+RUNG_SYNC_GAP_S = 0.1
 
 
 def settings_from(config: AgentConfig) -> ExecutorSettings:
@@ -257,6 +267,10 @@ class Agent:
         self._inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_SIZE)
         #: Set by the sync loop when new leases arrived: the executor looks at once.
         self._wake_executor = threading.Event()
+        #: Set by the work doorbell (and at stop): the sync loop syncs without waiting its delay.
+        self._work_rang = threading.Event()
+        #: Stops the doorbell's event loop from another thread (set once that loop runs).
+        self._halt_doorbell: Callable[[], None] | None = None
         self.link: MqttLink | None = None
         self.serial_links: list[SerialLink] = []
         self.ingest: Ingest | None = None
@@ -368,6 +382,18 @@ class Agent:
                     target=ingest.run, args=(stop,), name="brigade-ingest", daemon=True
                 ),
                 *(
+                    [
+                        threading.Thread(
+                            target=self._doorbell_loop,
+                            args=(lambda: link.connected, stop),
+                            name="brigade-doorbell",
+                            daemon=True,
+                        )
+                    ]
+                    if self._doorbell_on()
+                    else []
+                ),
+                *(
                     threading.Thread(
                         target=serial_link.run,
                         args=(stop,),
@@ -410,6 +436,10 @@ class Agent:
             stop.wait()
         finally:
             stop.set()
+            self._work_rang.set()  # the sync loop may be waiting on it rather than on stop
+            halt = self._halt_doorbell
+            if halt is not None:
+                halt()
             if scheduler.running:
                 scheduler.shutdown(wait=True)
             if metrics is not None:
@@ -452,9 +482,60 @@ class Agent:
             # Through the ingest's retry list: a failed write is re-applied on the next tick.
             ingest.apply(Actions(alerts=[(alert, [])]), at=self.clock.wall())
 
+    def _doorbell_on(self) -> bool:
+        """Whether to hold the work doorbell: on unless the config turns it off or a transport
+        given (by a test) cannot serve its async client."""
+        transport = self._transport
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            log.info("work doorbell off: the control-plane transport given is not async")
+            return False
+        return self.config.work_doorbell
+
+    def _doorbell_loop(self, can_take_leases: Callable[[], bool], stop: threading.Event) -> None:
+        """Thread ``brigade-doorbell``: a :class:`DoorbellWatch` on an event loop of its own."""
+        try:
+            asyncio.run(self._watch_doorbell(can_take_leases, stop))
+        except Exception:
+            # Doorbell or not, syncs go on at the interval: log it and let the thread end.
+            log.exception("work doorbell stopped")
+
+    async def _watch_doorbell(
+        self, can_take_leases: Callable[[], bool], stop: threading.Event
+    ) -> None:
+        config = self.config
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def halt() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(stopped.set)
+
+        self._halt_doorbell = halt
+        if stop.is_set():  # stopped before ``halt`` could be called
+            stopped.set()
+        transport = self._transport
+        async with WorkDoorbellClient(
+            config.control_plane_url,
+            credential=config.credential.get_secret_value(),
+            transport=transport if isinstance(transport, httpx.AsyncBaseTransport) else None,
+        ) as client:
+            watch = DoorbellWatch(
+                link=client,
+                clock=self.clock,
+                wake_sync=self._work_rang.set,
+                interval_s=config.sync_interval_s,
+                wait_s=config.doorbell_wait_s,
+                backoff_cap_s=config.sync_backoff_cap_s,
+                can_take_leases=can_take_leases,
+            )
+            await watch.run(stopped)
+
     def _sync_loop(self, cycle: SyncCycle, stop: threading.Event) -> None:
         backoff = Backoff(base_s=1.0, cap_s=self.config.sync_backoff_cap_s)
+        rung = False  # whether the doorbell asked for the sync about to run
         while not stop.is_set():
+            # Whatever rang before this sync starts is seen by it.
+            self._work_rang.clear()
             try:
                 outcome = cycle.run_once()
             except RetryLater as exc:
@@ -481,7 +562,26 @@ class Agent:
                 delay = outcome.delay_s(self.config.sync_interval_s)
                 if outcome.new_leases:
                     self._wake_executor.set()
+                rung = self._until_next_sync(stop, delay, after_rung=rung)
+                continue
+            # A failed sync waits out its backoff: the doorbell never shortens it.
+            rung = False
             stop.wait(delay)
+
+    def _until_next_sync(self, stop: threading.Event, delay_s: float, *, after_rung: bool) -> bool:
+        """Wait ``delay_s`` after a good sync, or less once the work doorbell rings; returns
+        whether it rang. A ring right after a sync the doorbell asked for waits out
+        :data:`RUNG_SYNC_GAP_S` from that sync."""
+        # Real time, like the waits themselves (the agent's clock may be a test's fake).
+        synced = time.monotonic()
+        if delay_s <= 0:
+            return False
+        if not self._work_rang.wait(delay_s) or stop.is_set():
+            return False
+        rest = RUNG_SYNC_GAP_S - (time.monotonic() - synced)
+        if after_rung and rest > 0:
+            stop.wait(rest)
+        return True
 
     def _next_inbound(self, timeout: float) -> Inbound | None:
         """The next ack or confirmation within ``timeout``; returns early (``None``) when the

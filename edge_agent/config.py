@@ -70,6 +70,12 @@ class AgentConfig(BaseModel):
     manual_margin_s: float = Field(default=600.0, ge=0)
     #: Longest wait between sync attempts while the control plane is down (days are fine).
     sync_backoff_cap_s: float = Field(default=300.0, gt=0, le=3600)
+    #: Hold the control plane's work doorbell open (``GET /v1/agents/work``) and sync as soon
+    #: as it rings, so new work starts within a fraction of a second rather than an interval.
+    #: A hint only: leases still come only with syncs, which go on at the interval regardless.
+    work_doorbell: bool = True
+    #: Longest one doorbell request is held (the control plane caps it, at 25 s).
+    doorbell_wait_s: float = Field(default=20.0, gt=0, le=300)
 
     # -- local store --------------------------------------------------------------------------
     #: Size the store may use before the oldest routine telemetry is dropped (never task

@@ -11,24 +11,33 @@ advertises more (``max_events``), and stays within a share of its request-size l
 (``max_request_bytes``), so an agent catching up after a partition needs few round trips and
 never sends a body the control plane must refuse. A batch cut short by either limit is followed
 at once; otherwise the next sync waits for the agent's interval or the control plane's
-``next_sync_s``, whichever is longer.
+``next_sync_s``, whichever is longer, unless the work doorbell rings first
+(:class:`DoorbellWatch`): then it syncs at once, since new work is waiting for it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edge_agent import __version__
+from edge_agent.backoff import Backoff
 from edge_agent.clock import Clock
-from edge_agent.links.control_plane import ControlPlaneLink
+from edge_agent.errors import ControlPlaneError, RetryLater
+from edge_agent.links.control_plane import ControlPlaneLink, WorkDoorbellLink
 from edge_agent.store import COUNTER_RESEND_BELOW_ACKED, Store
 from protocol import EventEnvelope, Heartbeat, LeaseRenewal, SyncRequest, SyncResponse
 from protocol.sync_api import MAX_NEXT_SYNC_S, MAX_SYNC_BATCH, MAX_SYNC_EVENTS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Bytes of one event envelope besides its payload (ids, type, times, JSON punctuation): a
 #: generous bound, so a batch's size is never underestimated.
@@ -331,3 +340,131 @@ class SyncCycle:
         """Adopt the batch limits the control plane advertises (absent: the protocol's)."""
         self.max_events = min(response.max_events or MAX_SYNC_BATCH, MAX_SYNC_EVENTS)
         self.max_request_bytes = response.max_request_bytes or DEFAULT_REQUEST_BYTES
+
+
+#: How long after ``next_lease_at`` (on the control plane's clock) the agent syncs, so the task
+#: is inside the lease horizon when the sync arrives.
+LEASE_DUE_MARGIN_S = 0.05
+
+
+@dataclass
+class DoorbellWatch:
+    """Holds the control plane's work doorbell open while the agent could take leases, and
+    calls ``wake_sync`` when the kitchen's work version changes (the first answer counts as a
+    change) or when its next planned task enters the lease horizon (``next_lease_at``).
+
+    Only a hint to sync sooner: leases still come with syncs alone, which go on at their
+    interval whatever happens here. Errors back off with jitter and never retry sooner than
+    the sync interval (``Retry-After`` honoured); they never wake the sync loop. A control
+    plane without the doorbell (404) turns it off with one log line.
+
+    Runs on an event loop (:meth:`run`), so a stop cancels a held request at once.
+    """
+
+    link: WorkDoorbellLink
+    clock: Clock
+    wake_sync: Callable[[], None]
+    interval_s: float
+    wait_s: float = 20.0
+    backoff_cap_s: float = 300.0
+    #: Whether new work could be started now; while not, the doorbell is not held.
+    can_take_leases: Callable[[], bool] = lambda: True
+    rng: random.Random | None = None
+    #: The work version last heard (None before the first answer).
+    version: str | None = None
+    #: False once the control plane said it has no doorbell.
+    enabled: bool = True
+
+    async def run(self, stopped: asyncio.Event) -> None:
+        """Watch until ``stopped`` is set (or the doorbell turns out not to exist)."""
+        backoff = Backoff(
+            base_s=self.interval_s,
+            cap_s=max(self.interval_s, self.backoff_cap_s),
+            rng=self.rng,
+        )
+        lease_due: float | None = None  # monotonic
+        failing = False
+        while self.enabled and not stopped.is_set():
+            if not self.can_take_leases():
+                await _pause(stopped, self.interval_s)
+                continue
+            now = self.clock.monotonic()
+            if lease_due is not None and now >= lease_due:
+                lease_due = None
+                self.wake_sync()
+            wait_s = self.wait_s if lease_due is None else min(self.wait_s, lease_due - now)
+            asked = now
+            try:
+                answer = await _unless_stopped(
+                    stopped, self.link.work(since=self.version, wait_s=wait_s)
+                )
+                if answer is None:
+                    return
+            except RetryLater as exc:
+                delay = max(self.interval_s, backoff.next_delay(floor_s=exc.delay_s))
+                error = str(exc)
+            except ControlPlaneError as exc:
+                if exc.status == 404:
+                    log.info("the control plane has no work doorbell; syncing at the interval")
+                    self.enabled = False
+                    return
+                delay = max(self.interval_s, backoff.next_delay())
+                error = str(exc)
+            except Exception as exc:
+                # A bug must not end the watch, nor make it spin.
+                log.exception("unexpected work doorbell error")
+                delay = max(self.interval_s, backoff.next_delay())
+                error = repr(exc)
+            else:
+                if failing:
+                    log.info("work doorbell answering again")
+                failing = False
+                backoff.reset()
+                heard = self.clock.monotonic()
+                due = lease_due is not None and heard >= lease_due
+                if answer.version != self.version:
+                    self.version = answer.version
+                    due = True
+                if due:
+                    self.wake_sync()
+                lease_due = (
+                    None
+                    if answer.next_lease_at is None
+                    else heard
+                    + max(0.0, answer.next_lease_at - answer.server_time)
+                    + LEASE_DUE_MARGIN_S
+                )
+                if not due and heard - asked < wait_s / 2:
+                    # Nothing new, yet answered long before the wait asked (the request was
+                    # replaced, or something on the way answers early): no faster than the
+                    # interval, or a misbehaving path would have the agent polling in a loop.
+                    await _pause(stopped, self.interval_s - (heard - asked))
+                continue
+            # Once per outage at warning level: the sync loop reports the control plane's state.
+            log.log(
+                logging.DEBUG if failing else logging.WARNING,
+                "work doorbell failed",
+                extra={"error": error[:300], "retry_in_s": round(delay, 2)},
+            )
+            failing = True
+            await _pause(stopped, delay)
+
+
+async def _unless_stopped(stopped: asyncio.Event, work: Awaitable[T]) -> T | None:
+    """``work``'s result, or None (``work`` cancelled, a held request closed) once ``stopped``
+    is set first."""
+    task = asyncio.ensure_future(work)
+    halt = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, halt}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, halt):
+            pending.cancel()
+        await asyncio.gather(task, halt, return_exceptions=True)
+    return None if task.cancelled() else task.result()
+
+
+async def _pause(stopped: asyncio.Event, delay_s: float) -> None:
+    """Sleep ``delay_s`` unless ``stopped`` is set first."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopped.wait(), timeout=max(delay_s, 0.0))

@@ -6,6 +6,9 @@ exactly as :mod:`protocol.sync_api` describes, in memory: it stores events dedup
 offered to it. Use it in-process as an ``httpx.MockTransport`` (:meth:`transport`) or over real
 HTTP on a loopback port (:meth:`serve`) for an agent in a subprocess.
 
+It has no work doorbell (``GET /v1/agents/work`` is 404, as from a control plane older than
+it), so an agent against it syncs at its interval, as tests of timing expect.
+
 >>> fake = FakeControlPlane(kitchen_id="k1")
 >>> client = httpx.Client(transport=fake.transport(), base_url="http://cp")
 >>> client.post("/v1/agents/sync", content=b"{}").status_code
@@ -34,6 +37,9 @@ from protocol import (
     SyncResponse,
     encode_message,
 )
+
+#: The control plane's work doorbell, which this fake does not have.
+WORK_DOORBELL_PATH = "/v1/agents/work"
 
 
 @dataclass
@@ -102,6 +108,9 @@ class FakeControlPlane:
         self, path: str, authorization: str, body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one request: ``(status, headers, body)``."""
+        if path == WORK_DOORBELL_PATH:
+            # Not counted in ``arrivals``: tests of the sync's pacing count syncs only.
+            return 404, {}, _problem(404, f"no route {path}")
         with self._lock:
             self.arrivals.append(time.monotonic())
         if self.fail_status is not None:
@@ -180,10 +189,16 @@ class FakeControlPlane:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer(b"")
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                self._answer(self.rfile.read(length))
+
+            def _answer(self, content: bytes) -> None:
                 status, headers, body = fake.respond(
-                    self.path, self.headers.get("Authorization", ""), self.rfile.read(length)
+                    self.path.partition("?")[0], self.headers.get("Authorization", ""), content
                 )
                 self.send_response(status)
                 self.send_header("Content-Type", _content_type(status))

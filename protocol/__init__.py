@@ -55,6 +55,7 @@ from protocol.sync_api import (
     RecipeStep,
     SyncRequest,
     SyncResponse,
+    WorkResponse,
 )
 from protocol.topics import (
     AGENT_DEVICE_ID,
@@ -109,6 +110,7 @@ __all__ = [
     "TopicError",
     "TopicParts",
     "UnsupportedVersion",
+    "WorkResponse",
     "check_version",
     "command_id_for",
     "decode_frame",

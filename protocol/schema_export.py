@@ -25,6 +25,7 @@ from protocol.sync_api import (
     Lease,
     SyncRequest,
     SyncResponse,
+    WorkResponse,
 )
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -43,6 +44,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "sync.lease": Lease,
     "sync.request": SyncRequest,
     "sync.response": SyncResponse,
+    "sync.work_response": WorkResponse,
     "event.envelope": EventEnvelope,
     **{f"event.payload.{name}": model for name, model in PAYLOAD_MODELS.items()},
 }

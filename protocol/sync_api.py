@@ -16,6 +16,15 @@ Endpoints (all JSON bodies are the models below):
     when to sync next (``next_sync_s``); an agent that never saw them sends at most
     :data:`MAX_SYNC_BATCH` events and keeps its own interval.
 
+``GET /v1/agents/work?since=VERSION&wait_s=20``  (same credential) -> :class:`WorkResponse`
+    The work doorbell: held open until the work version of the agent's kitchen differs from
+    ``since`` (at once when it already does, or ``since`` is absent), at most ``wait_s``
+    seconds (the server caps it at :data:`MAX_WORK_WAIT_S`). The agent syncs when the version
+    changed, and at ``next_lease_at``, when the next planned task enters the lease horizon.
+    Versions are opaque (they restart with the server): any difference is a change. It is a
+    hint only: work travels in syncs alone, so an agent that never hears the doorbell (a
+    control plane without it answers ``404``) still gets every lease at its next sync.
+
 Every write is idempotent: events are deduplicated by ``(agent_id, seq)``, a lease is identified
 by ``(task_id, fencing_token)``, so any request may be retried after a timeout. Overload answers
 are ``429``/``503`` with ``Retry-After``; agents back off with jitter.
@@ -43,6 +52,8 @@ MAX_SYNC_EVENTS = 2000
 #: Longest sync interval a control plane may advertise (``SyncResponse.next_sync_s``); an agent
 #: also caps what it honours, so a faulty server cannot silence a kitchen.
 MAX_NEXT_SYNC_S = 60.0
+#: Longest a control plane holds a work-doorbell request (``GET /v1/agents/work``).
+MAX_WORK_WAIT_S = 25.0
 
 
 class EnrollRequest(WireModel):
@@ -154,3 +165,16 @@ class SyncResponse(WireModel):
     #: large fleet's syncs. Absent: the agent's own interval. A batch cut short by a limit is
     #: still followed at once.
     next_sync_s: float | None = Field(default=None, ge=0, le=MAX_NEXT_SYNC_S)
+
+
+class WorkResponse(WireModel):
+    """The work doorbell's answer (added in 1.0): the work version of the agent's kitchen."""
+
+    #: Opaque; compare for equality only (it restarts, with another epoch, with the server).
+    version: Token
+    #: Whether ``version`` differs from the ``since`` the agent sent: it should sync now.
+    changed: bool
+    #: When the next planned task of the kitchen enters the lease horizon (server clock);
+    #: absent when none is known. Syncing then gets its lease without waiting an interval.
+    next_lease_at: Timestamp | None = None
+    server_time: Timestamp

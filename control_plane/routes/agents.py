@@ -1,23 +1,39 @@
-"""``/v1/agents``: enrollment, sync (see :mod:`protocol.sync_api`), listing, revocation."""
+"""``/v1/agents``: enrollment, sync and the work doorbell (see :mod:`protocol.sync_api`),
+listing, revocation."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from control_plane import auth, fleet, reconcile
-from control_plane.deps import AdminDep, AgentDep, Services, ServicesDep, ViewerDep
-from control_plane.errors import NotFound, SeqReused
+from control_plane import auth, doorbell, fleet, reconcile
+from control_plane.deps import (
+    AdminDep,
+    AgentDep,
+    Services,
+    ServicesDep,
+    ViewerDep,
+    bearer_token,
+)
+from control_plane.errors import Forbidden, NotFound, SeqReused
 from control_plane.metrics import Metrics
 from control_plane.problems import problem_responses as errors
 from control_plane.schemas import GapAccept
 from control_plane.views import AgentList, AgentOut
-from protocol.sync_api import EnrollRequest, EnrollResponse, SyncRequest, SyncResponse
+from protocol.sync_api import (
+    EnrollRequest,
+    EnrollResponse,
+    SyncRequest,
+    SyncResponse,
+    WorkResponse,
+)
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 #: Guards the one-time creation of the app's sync pacer.
@@ -164,6 +180,88 @@ def _count(metrics: Metrics, stats: reconcile.SyncStats) -> None:
         metrics.reconnect_events.labels("conflict").inc(stats.reconnect.conflicts)
 
 
+# Declared before ``/{agent_id}``, which would otherwise take "work" for an agent id.
+@router.get(
+    "/work",
+    response_model=WorkResponse,
+    response_model_exclude_none=True,
+    responses=errors(401, 403),
+)
+async def work(
+    agent: AgentDep,
+    services: ServicesDep,
+    request: Request,
+    since: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    wait_s: Annotated[float, Query(ge=0, le=3600)] = 20.0,
+    kitchen_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> WorkResponse:
+    """The work doorbell: answered once the work version of the agent's kitchen differs from
+    ``since`` (at once if it already does), else after ``wait_s`` (capped at 25 s). The agent
+    syncs when ``changed``, and at ``next_lease_at``. A hint only: work travels in syncs.
+
+    403 when the credential is revoked or ``kitchen_id`` is not the agent's kitchen.
+    """
+    if kitchen_id is not None and kitchen_id != agent.kitchen_id:
+        raise Forbidden(f"agent {agent.agent_id} acts only for kitchen {agent.kitchen_id}")
+    bell: doorbell.WorkDoorbell = request.app.state.doorbell
+    signal = await _unless_client_gone(
+        request,
+        bell.wait(
+            agent_id=agent.agent_id,
+            kitchen_id=agent.kitchen_id,
+            since=since,
+            timeout_s=min(wait_s, doorbell.MAX_WAIT_S),
+        ),
+        gone=lambda: doorbell.WorkSignal(bell.version(agent.kitchen_id), False, "disconnected"),
+    )
+    services.metrics.doorbell_wakeups.labels(signal.woke).inc()
+    now = services.clock()
+    with services.store.read() as reader:
+        # Checked again after the wait: the credential may have been revoked meanwhile.
+        auth.authenticate_agent(reader, bearer_token(request))
+        lease_at = doorbell.upcoming_lease_at(
+            reader,
+            kitchen_id=agent.kitchen_id,
+            now=now,
+            horizon_s=services.settings.lease_horizon_s,
+        )
+    return WorkResponse(
+        version=signal.version, changed=signal.changed, next_lease_at=lease_at, server_time=now
+    )
+
+
+async def _unless_client_gone(
+    request: Request,
+    waiting: Coroutine[Any, Any, doorbell.WorkSignal],
+    *,
+    gone: Callable[[], doorbell.WorkSignal],
+) -> doorbell.WorkSignal:
+    """``waiting``'s signal or, once the client hangs up, ``gone()``: the waiter is removed
+    at once rather than held until its timeout for nobody."""
+    wait_task = asyncio.ensure_future(waiting)
+    gone_task = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({wait_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (wait_task, gone_task):
+            task.cancel()
+        await asyncio.gather(wait_task, gone_task, return_exceptions=True)
+    if wait_task.cancelled():
+        return gone()
+    return wait_task.result()
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body of a GET was read already)."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+    except Exception:
+        # Cannot tell: wait on as if connected (the wait's own timeout bounds it) rather than
+        # answer at once, which would invite the agent straight back.
+        await asyncio.get_running_loop().create_future()
+
+
 @router.get("", response_model=AgentList, responses=errors(401, 403))
 def list_agents(
     services: ServicesDep,
@@ -213,6 +311,9 @@ def accept_gap(
 
 
 @router.post("/{agent_id}/revoke", status_code=204, responses=errors(401, 403, 404))
-def revoke(agent_id: str, services: ServicesDep, who: AdminDep) -> None:
+def revoke(agent_id: str, services: ServicesDep, who: AdminDep, request: Request) -> None:
     """Refuse this agent's credential from now on (admin); its syncs get 403."""
     auth.revoke_agent(services.store, agent_id=agent_id, now=services.clock(), actor=who.name)
+    # A doorbell request it holds is answered now; its next one gets the 403.
+    bell: doorbell.WorkDoorbell = request.app.state.doorbell
+    bell.evict(agent_id)

@@ -1,17 +1,19 @@
-"""The agent's HTTP link to the control plane: enroll once, then sync.
+"""The agent's HTTP link to the control plane: enroll once, then sync; and the work doorbell.
 
 All network I/O goes through one ``httpx.Client`` whose ``transport`` can be swapped (tests use
-``httpx.MockTransport``). Foreign errors are translated here into :mod:`edge_agent.errors`:
+``httpx.MockTransport``); the work doorbell's long poll has its own ``httpx.AsyncClient``
+(:class:`WorkDoorbellClient`), so stopping the agent cancels a held request at once. Foreign
+errors are translated here into :mod:`edge_agent.errors`:
 
 =================================  ===========================================
 what happened                      raised
 =================================  ===========================================
 TLS handshake / certificate        :class:`TLSFailure`
 DNS, refused, timeout              :class:`ControlPlaneUnreachable`
-401/403 on sync                    :class:`CredentialRejected`
+401/403 on sync or doorbell        :class:`CredentialRejected`
 4xx on enroll                      :class:`EnrollmentRefused` (server's detail)
 429/503                            :class:`RetryLater` (``delay_s`` from Retry-After)
-anything else not 2xx, bad body    :class:`ControlPlaneError`
+anything else not 2xx, bad body    :class:`ControlPlaneError` (``status`` 404: no doorbell)
 =================================  ===========================================
 
 >>> with ControlPlaneClient("https://cp.example", credential="...") as cp:  # doctest: +SKIP
@@ -41,6 +43,7 @@ from protocol import (
     MessageError,
     SyncRequest,
     SyncResponse,
+    WorkResponse,
     decode_message,
     encode_message,
 )
@@ -52,6 +55,8 @@ M = TypeVar("M", bound=WireModel)
 DEFAULT_RETRY_AFTER_S = 5.0
 #: A server asking for more than this is capped, so a typo cannot park an agent for a day.
 MAX_RETRY_AFTER_S = 600.0
+#: How much longer than the wait it asked for the agent gives a doorbell answer to arrive.
+DOORBELL_GRACE_S = 10.0
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -78,6 +83,12 @@ class ControlPlaneLink(Protocol):
     """What the sync loop needs from the control plane (the seam; fakes implement it)."""
 
     def sync(self, request: SyncRequest) -> SyncResponse: ...
+
+
+class WorkDoorbellLink(Protocol):
+    """The work doorbell's long poll (the seam of :class:`edge_agent.sync.DoorbellWatch`)."""
+
+    async def work(self, *, since: str | None, wait_s: float) -> WorkResponse: ...
 
 
 class ControlPlaneClient:
@@ -136,32 +147,96 @@ class ControlPlaneClient:
                 headers={"Content-Type": "application/json"},
             )
         except httpx.TransportError as exc:
-            url = f"{self._client.base_url}{path.lstrip('/')}"
-            if _is_tls_failure(exc):
-                raise TLSFailure(f"TLS failure talking to {url}: {exc}") from exc
-            raise ControlPlaneUnreachable(
-                f"control plane unreachable at {url}: {exc or type(exc).__name__}"
-            ) from exc
+            raise _unreachable(exc, f"{self._client.base_url}{path.lstrip('/')}") from exc
 
     def _parse(self, response: httpx.Response, model: type[M]) -> M:
-        status = response.status_code
-        if status in (429, 503):
-            delay = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
-            raise RetryLater(
-                f"control plane overloaded ({status}); retry later",
-                status=status,
-                delay_s=DEFAULT_RETRY_AFTER_S if delay is None else delay,
-            )
-        if not 200 <= status < 300:
-            raise ControlPlaneError(
-                f"control plane answered {status}: {_detail(response)}", status=status
-            )
+        return _parse(response, model)
+
+
+class WorkDoorbellClient:
+    """``GET /v1/agents/work``: wait for the kitchen's work version to differ from ``since``.
+
+    Async so that a stop cancels a held request at once (a blocking read could hold the
+    agent's shutdown for the whole wait). ``transport`` must be an async one (an
+    ``httpx.MockTransport`` is both).
+
+    >>> bell = WorkDoorbellClient("https://cp.example", credential="...")  # doctest: +SKIP
+    >>> answer = await bell.work(since=None, wait_s=20)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credential: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"User-Agent": "brigade-agent", "Authorization": f"Bearer {credential}"},
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> WorkDoorbellClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def work(self, *, since: str | None, wait_s: float) -> WorkResponse:
+        """The kitchen's work version once it differs from ``since``, or after ``wait_s``."""
+        params: dict[str, str] = {"wait_s": f"{max(wait_s, 0.0):.3f}"}
+        if since is not None:
+            params["since"] = since
+        # The read may take the whole wait; the server answers by then, plus a grace.
+        timeout = httpx.Timeout(self._connect_timeout_s, read=wait_s + DOORBELL_GRACE_S)
         try:
-            return decode_message(model, response.content)
-        except MessageError as exc:
-            raise ControlPlaneError(
-                f"control plane sent an invalid {model.__name__}: {exc}", status=status
-            ) from exc
+            response = await self._client.get("/v1/agents/work", params=params, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise _unreachable(exc, f"{self._client.base_url}v1/agents/work") from exc
+        if response.status_code in (401, 403):
+            raise CredentialRejected(
+                f"the control plane refused this agent's credential: {_detail(response)}",
+                status=response.status_code,
+            )
+        return _parse(response, WorkResponse)
+
+
+def _unreachable(exc: httpx.TransportError, url: str) -> ControlPlaneError:
+    """The error of ours for a transport failure talking to ``url``."""
+    if _is_tls_failure(exc):
+        return TLSFailure(f"TLS failure talking to {url}: {exc}")
+    return ControlPlaneUnreachable(
+        f"control plane unreachable at {url}: {exc or type(exc).__name__}"
+    )
+
+
+def _parse(response: httpx.Response, model: type[M]) -> M:
+    """The answer's body as ``model``; 429/503 are :class:`RetryLater`, other failures
+    :class:`ControlPlaneError` with the status."""
+    status = response.status_code
+    if status in (429, 503):
+        delay = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        raise RetryLater(
+            f"control plane overloaded ({status}); retry later",
+            status=status,
+            delay_s=DEFAULT_RETRY_AFTER_S if delay is None else delay,
+        )
+    if not 200 <= status < 300:
+        raise ControlPlaneError(
+            f"control plane answered {status}: {_detail(response)}", status=status
+        )
+    try:
+        return decode_message(model, response.content)
+    except MessageError as exc:
+        raise ControlPlaneError(
+            f"control plane sent an invalid {model.__name__}: {exc}", status=status
+        ) from exc
 
 
 def _detail(response: httpx.Response) -> str:

@@ -92,6 +92,7 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/agents/{missing}/revoke", "admin", 404),
     Endpoint("POST", "/v1/agents/{missing}/accept-gap", "admin", 404, {"reason": "test"}),
     Endpoint("POST", "/v1/agents/sync", "agent", 200, SYNC_BODY),
+    Endpoint("GET", "/v1/agents/work", "agent", 200),
     Endpoint("POST", "/v1/agents/enroll", "public", 401, {"token": "brge_never-issued",
         "name": "box", "agent_version": "1"}),
     Endpoint("GET", "/v1/enrollment-tokens", "admin", 200),

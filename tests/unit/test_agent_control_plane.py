@@ -1,8 +1,11 @@
-"""The control-plane link: foreign errors translated at the seam; backoff schedule."""
+"""The control-plane link (sync and the work doorbell): foreign errors translated at the seam;
+backoff schedule."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +19,13 @@ from edge_agent.errors import (
     RetryLater,
     TLSFailure,
 )
-from edge_agent.links.control_plane import ControlPlaneClient, parse_retry_after
+from edge_agent.links.control_plane import (
+    ControlPlaneClient,
+    WorkDoorbellClient,
+    parse_retry_after,
+)
 from edge_agent.testing import FakeControlPlane
-from protocol import Heartbeat, SyncRequest
+from protocol import Heartbeat, SyncRequest, WorkResponse
 
 REQUEST = SyncRequest(heartbeat=Heartbeat(agent_version="t", sent_at=1.0, outbox_depth=0))
 
@@ -113,3 +120,67 @@ def test_backoff_never_waits_less_than_retry_after() -> None:
     """A server's Retry-After is a floor, with at most 10 % jitter on top."""
     backoff = Backoff(base_s=1.0, cap_s=30.0, rng=random.Random(3))
     assert all(20.0 <= backoff.next_delay(floor_s=20.0) <= 22.0 for _ in range(20))
+
+
+def doorbell_answering(handler: Any) -> WorkDoorbellClient:
+    return WorkDoorbellClient(
+        "http://cp", credential="c" * 20, transport=httpx.MockTransport(handler)
+    )
+
+
+def ask_doorbell(client: WorkDoorbellClient, **kwargs: Any) -> WorkResponse:
+    async def main() -> WorkResponse:
+        async with client:
+            return await client.work(**kwargs)
+
+    return asyncio.run(main())
+
+
+def test_the_doorbell_asks_with_the_version_held_and_the_wait() -> None:
+    """GET /v1/agents/work?since=…&wait_s=…, bearer credential; the answer is parsed."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = {"version": "e.3", "changed": True, "next_lease_at": 12.0, "server_time": 10.0}
+        return httpx.Response(200, json=body)
+
+    answer = ask_doorbell(doorbell_answering(handler), since="e.2", wait_s=20)
+    [request] = seen
+    assert (request.method, request.url.path) == ("GET", "/v1/agents/work")
+    assert dict(request.url.params) == {"since": "e.2", "wait_s": "20.000"}
+    assert request.headers["Authorization"] == "Bearer " + "c" * 20
+    assert (answer.version, answer.changed, answer.next_lease_at) == ("e.3", True, 12.0)
+
+
+@pytest.mark.parametrize(
+    ("status", "raised"),
+    [(401, CredentialRejected), (403, CredentialRejected), (503, RetryLater)],
+)
+def test_doorbell_refusals_are_translated_like_sync_ones(
+    status: int, raised: type[ControlPlaneError]
+) -> None:
+    """401/403: CredentialRejected; 503: RetryLater; each with its status."""
+    client = doorbell_answering(lambda _: httpx.Response(status, json={"detail": "no"}))
+    with pytest.raises(raised) as caught:
+        ask_doorbell(client, since=None, wait_s=0)
+    assert caught.value.status == status
+
+
+def test_a_control_plane_without_the_doorbell_answers_404() -> None:
+    """An older control plane: ControlPlaneError with status 404 (the watch turns off)."""
+    client = doorbell_answering(lambda _: httpx.Response(404, json={"detail": "not found"}))
+    with pytest.raises(ControlPlaneError) as caught:
+        ask_doorbell(client, since=None, wait_s=0)
+    assert caught.value.status == 404
+
+
+def test_an_unreachable_doorbell_is_control_plane_unreachable() -> None:
+    """A refused connection is translated at the seam, the cause kept."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(ControlPlaneUnreachable) as caught:
+        ask_doorbell(doorbell_answering(handler), since=None, wait_s=0)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)

@@ -1,20 +1,27 @@
-"""One sync round trip against the shipped fake control plane, with a real SQLite store."""
+"""One sync round trip against the shipped fake control plane, with a real SQLite store; and the
+work doorbell's watch, which wakes the sync loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge_agent.errors import RetryLater
+from edge_agent.clock import SystemClock
+from edge_agent.errors import ControlPlaneError, ControlPlaneUnreachable, RetryLater
 from edge_agent.executor import RunState
 from edge_agent.links.control_plane import ControlPlaneClient
 from edge_agent.store import Store
-from edge_agent.sync import SyncCycle
+from edge_agent.sync import DoorbellWatch, SyncCycle
 from edge_agent.testing import FakeControlPlane
-from protocol import Lease, RecipeStep, SyncResponse
+from protocol import Lease, RecipeStep, SyncResponse, WorkResponse
 
 
 @dataclass
@@ -233,3 +240,167 @@ def test_a_resend_request_below_the_acked_seq_is_surfaced_as_stalled(
     assert cycle.build_request().heartbeat.links["control_plane"] == cycle.stalled
     cycle.apply_response(ok, sent_mono=clock.mono, sent_events=[])
     assert cycle.stalled is None
+
+
+# -- the work doorbell's watch --------------------------------------------------------------------
+
+
+#: In a script: hold the request for the wait asked, then answer the version held.
+HOLD = "hold"
+
+
+class ScriptedDoorbell:
+    """A :class:`WorkDoorbellLink` answering from a script (an answer, an error or HOLD per
+    call); past the script, each request is held until cancelled."""
+
+    def __init__(self, *script: WorkResponse | Exception | str) -> None:
+        self.script = list(script)
+        #: (since, wait_s, monotonic time) of every request.
+        self.calls: list[tuple[str | None, float, float]] = []
+        self.cancelled = 0
+
+    async def work(self, *, since: str | None, wait_s: float) -> WorkResponse:
+        self.calls.append((since, wait_s, time.monotonic()))
+        item = self.script.pop(0) if self.script else None
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, WorkResponse):
+            return item
+        try:
+            await asyncio.sleep(wait_s if item == HOLD else 3600)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return answer(since or "e.0", changed=False)
+
+
+def answer(version: str, *, changed: bool = True, lease_in_s: float | None = None) -> WorkResponse:
+    now = time.time()
+    return WorkResponse(
+        version=version,
+        changed=changed,
+        server_time=now,
+        next_lease_at=None if lease_in_s is None else now + lease_in_s,
+    )
+
+
+@dataclass
+class Wakes:
+    """What the watch asked of the sync loop: the monotonic time of each wake."""
+
+    at: list[float] = field(default_factory=list)
+
+    def __call__(self) -> None:
+        self.at.append(time.monotonic())
+
+
+def watch(link: ScriptedDoorbell, wakes: Wakes, **kwargs: Any) -> DoorbellWatch:
+    settings: dict[str, Any] = {"interval_s": 0.1, "wait_s": 20.0, "backoff_cap_s": 0.5}
+    return DoorbellWatch(link=link, clock=SystemClock(), wake_sync=wakes, **settings | kwargs)
+
+
+def run_watch(doorbell_watch: DoorbellWatch, until: Callable[[], bool]) -> float:
+    """Run the watch until ``until()`` holds (10 s at most), then stop it; returns how long
+    the stop took."""
+
+    async def main() -> float:
+        stopped = asyncio.Event()
+        running = asyncio.ensure_future(doorbell_watch.run(stopped))
+        deadline = time.monotonic() + 10
+        while not until() and not running.done():
+            assert time.monotonic() < deadline, "the watch never got there"
+            await asyncio.sleep(0.005)
+        stopping = time.monotonic()
+        stopped.set()
+        await asyncio.wait_for(running, timeout=5)
+        return time.monotonic() - stopping
+
+    return asyncio.run(main())
+
+
+def test_the_doorbell_wakes_the_sync_loop_when_the_version_changes() -> None:
+    """The first answer and each new version wake the sync; the same version does not."""
+    link = ScriptedDoorbell(answer("e.1"), answer("e.1", changed=False), answer("e.2"))
+    wakes = Wakes()
+    run_watch(watch(link, wakes), until=lambda: len(link.calls) == 4)
+    assert [since for since, _, _ in link.calls] == [None, "e.1", "e.1", "e.2"]
+    assert len(wakes.at) == 2
+
+
+def test_the_doorbell_wakes_the_sync_loop_when_the_next_lease_is_due() -> None:
+    """``next_lease_at`` 0.3 s ahead: the next request waits only until then, and the sync
+    is woken once it is due, although the version did not change."""
+    link = ScriptedDoorbell(answer("e.1", lease_in_s=0.3), HOLD)
+    wakes = Wakes()
+    run_watch(watch(link, wakes), until=lambda: len(link.calls) == 3)
+    first_wake, due_wake = wakes.at
+    assert link.calls[1][1] <= 0.4
+    assert due_wake - first_wake >= 0.3
+
+
+def test_a_control_plane_without_a_doorbell_turns_it_off_with_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """404: the watch ends by itself, off, having logged one line and woken nothing."""
+    link = ScriptedDoorbell(ControlPlaneError("no route", status=404))
+    wakes = Wakes()
+    doorbell_watch = watch(link, wakes)
+    with caplog.at_level(logging.INFO, logger="edge_agent.sync"):
+        run_watch(doorbell_watch, until=lambda: not doorbell_watch.enabled)
+    assert (len(link.calls), wakes.at, doorbell_watch.enabled) == (1, [], False)
+    assert [r.message for r in caplog.records if "doorbell" in r.message] == [
+        "the control plane has no work doorbell; syncing at the interval"
+    ]
+
+
+def test_doorbell_errors_back_off_no_faster_than_the_interval_and_wake_nothing() -> None:
+    """Unreachable twice, then overloaded with Retry-After 0.3: each retry waits at least the
+    interval (and the Retry-After); only the answer that finally comes wakes the sync."""
+    link = ScriptedDoorbell(
+        ControlPlaneUnreachable("refused"),
+        ControlPlaneUnreachable("refused"),
+        RetryLater("busy", status=503, delay_s=0.3),
+        answer("e.1"),
+    )
+    wakes = Wakes()
+    run_watch(watch(link, wakes), until=lambda: len(link.calls) == 5)
+    times = [at for _, _, at in link.calls]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[:4])]
+    assert min(gaps) >= 0.1, gaps
+    assert gaps[2] >= 0.3, gaps
+    assert len(wakes.at) == 1 and wakes.at[0] >= times[3]
+
+
+def test_early_answers_with_nothing_new_are_not_followed_faster_than_the_interval() -> None:
+    """Something answering at once though nothing changed cannot make the agent spin: the
+    next request waits out the interval."""
+    unchanged = answer("e.1", changed=False)
+    link = ScriptedDoorbell(answer("e.1"), unchanged, unchanged, unchanged)
+    run_watch(watch(link, Wakes()), until=lambda: len(link.calls) == 5)
+    times = [at for _, _, at in link.calls]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[1:])]
+    assert min(gaps) >= 0.1, gaps
+
+
+def test_stopping_the_watch_cancels_a_held_request_at_once() -> None:
+    """A request held by the server does not hold up the agent's stop."""
+    link = ScriptedDoorbell(answer("e.1"))
+    took = run_watch(watch(link, Wakes()), until=lambda: len(link.calls) == 2)
+    assert took < 1.0
+    assert link.cancelled == 1
+
+
+def test_the_doorbell_is_not_held_while_no_lease_could_be_taken() -> None:
+    """While the broker is down (no new work could start), no request is made."""
+    asked: list[bool] = []
+
+    def can_take_leases() -> bool:
+        asked.append(False)
+        return False
+
+    link = ScriptedDoorbell()
+    run_watch(
+        watch(link, Wakes(), interval_s=0.02, can_take_leases=can_take_leases),
+        until=lambda: len(asked) >= 3,
+    )
+    assert link.calls == []

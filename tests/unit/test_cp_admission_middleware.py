@@ -98,12 +98,14 @@ def rejected(metrics: Metrics, name: str) -> float | None:
         ("DELETE", "/v1/kitchens/k1/stations/grill", "write"),
         ("GET", "/healthz", None),
         ("GET", "/metrics", None),
+        ("GET", "/v1/agents/work", None),
     ],
 )
 def test_requests_are_classified_by_method_and_path(
     method: str, path: str, expected: str | None
 ) -> None:
-    """Intake, agent sync/enroll, other reads and other writes; probes are never limited."""
+    """Intake, agent sync/enroll, other reads and other writes; probes and the agents' work
+    doorbell (a long poll: its latency is a wait, not congestion) are never limited."""
     assert traffic_class(method, path) == expected
 
 
