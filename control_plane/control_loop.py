@@ -29,11 +29,14 @@ from the store. Of several processes on one store, only the one holding its cont
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import operator
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from control_plane import audit
@@ -49,9 +52,11 @@ from control_plane.metrics import Metrics
 from control_plane.planning.backpressure import (
     GLOBAL,
     LEVELS,
+    THRESHOLDS,
     BackpressureSettings,
     BackpressureState,
     Decision,
+    Override,
     ScopeState,
     Signals,
     fleet_signals,
@@ -135,6 +140,8 @@ class ControlLoop:
         self._planning = planning
         self._clock = clock
         self._memory = _Memory()
+        #: The level each scope's gauge shows (set only when it changes).
+        self._published_levels: dict[str, str] = {}
         self._tick_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -204,7 +211,7 @@ class ControlLoop:
 
     def tick(self) -> TickReport:
         """Read, decide, write what changed, publish (see the module docstring)."""
-        with self._tick_lock:
+        with self._tick_lock, _cyclic_gc_paused():
             started = time.perf_counter()
             report = self._tick()
             self._metrics.control_loop_seconds.observe(time.perf_counter() - started)
@@ -225,14 +232,16 @@ class ControlLoop:
         sla_state, sla_events = evaluate(
             sla_state, now, predictions, orders_promised, self._sla_settings
         )
-        signals = self._signals(inputs, predictions, prep)
         open_now = {k.kitchen_id: self._is_open(k, now) for k in inputs.kitchens}
+        signals = self._signals(inputs, predictions, prep, open_now)
         before = bp_state.scopes
         reopened = _reopened(memory.open_kitchens, open_now)
         bp_state = BackpressureState(
             {**bp_state.scopes, **{k: ScopeState(0, now) for k in reopened if k in before}}
         )
-        bp_state, decisions = step(bp_state, now, signals, inputs.overrides, self._bp_settings)
+        bp_state, decisions = _step_levels(
+            bp_state, now, signals, inputs.overrides, self._bp_settings
+        )
         for kitchen_id in sorted(reopened & decisions.keys()):
             decision = decisions[kitchen_id]
             if LEVELS[before.get(kitchen_id, ScopeState()).level] != decision.level:
@@ -276,7 +285,7 @@ class ControlLoop:
         )
         self._planning.publish_prep_model(prep)
         self._planning.publish_predictions(predictions)
-        self._planning.publish_decisions(decisions)
+        self._planning.publish_decisions(_reuse_unchanged(self._planning.decisions(), decisions))
         self._observe(errors, sla_events, changes, decisions, prep, applied)
         return TickReport(
             at=now,
@@ -336,8 +345,13 @@ class ControlLoop:
         return predictions, {o.order_id: o.promised_by for o in inputs.orders}
 
     def _signals(
-        self, inputs: LoopInputs, predictions: Mapping[str, Prediction], prep: PrepTimeModel
+        self,
+        inputs: LoopInputs,
+        predictions: Mapping[str, Prediction],
+        prep: PrepTimeModel,
+        open_now: Mapping[str, bool],
     ) -> dict[str, Signals]:
+        """Each kitchen's signals and the fleet's; ``open_now``: :meth:`_is_open` of each."""
         work = _work_within(inputs, prep, self._settings.backpressure_horizon_s)
         open_orders: dict[str, int] = {}
         at_risk: dict[str, int] = {}
@@ -371,8 +385,7 @@ class ControlLoop:
         serving = {
             k.kitchen_id: signals[k.kitchen_id]
             for k in inputs.kitchens
-            if k.status == "active"
-            and (self._is_open(k, inputs.now) or work.get(k.kitchen_id, 0.0) > 0)
+            if k.status == "active" and (open_now[k.kitchen_id] or work.get(k.kitchen_id, 0.0) > 0)
         }
         signals[GLOBAL] = (
             fleet_signals(serving)
@@ -476,8 +489,12 @@ class ControlLoop:
                 m.sla_alerts_cleared.labels(how=event.kind).inc()
         for decision in changes:
             m.backpressure_changes.labels(scope=decision.scope, level=decision.level).inc()
+        # Only the gauges whose level moved: a fleet has thousands of scopes, and looking up
+        # each one's labelled child every tick costs the request path its GIL.
         for scope, decision in decisions.items():
-            m.backpressure_level.labels(scope=scope).set(LEVELS.index(decision.level))
+            if self._published_levels.get(scope) != decision.level:
+                m.backpressure_level.labels(scope=scope).set(LEVELS.index(decision.level))
+                self._published_levels[scope] = decision.level
         if applied is not None:
             for move in applied.moved:
                 m.tasks_replanned.labels(reason=move.reason).inc()
@@ -523,6 +540,55 @@ def _write_levels(
         )
 
 
+def _step_levels(
+    state: BackpressureState,
+    now: float,
+    signals: Mapping[str, Signals],
+    overrides: Mapping[str, Override],
+    settings: BackpressureSettings,
+) -> tuple[BackpressureState, dict[str, Decision]]:
+    """What :func:`step` returns for every scope of ``signals``, the core run only on scopes
+    that could be anything but normal: most of a large fleet is at ``normal`` with every
+    signal below its lowest enter threshold (:func:`_quiet`) and no override, and for those
+    the core's decision is the same constant, taken from the core itself once per tick."""
+    quiet = {
+        scope
+        for scope, scope_signals in signals.items()
+        if scope not in overrides
+        and state.scopes.get(scope, _AT_NORMAL).level == 0
+        and _quiet(scope_signals)
+    }
+    if not quiet:
+        return step(state, now, signals, overrides, settings)
+    busy = {scope: s for scope, s in signals.items() if scope not in quiet}
+    stepped, decided = step(state, now, busy, overrides, settings)
+    normal = step(BackpressureState(), now, {GLOBAL: Signals()}, None, settings)[1][GLOBAL]
+    scopes = dict(stepped.scopes)
+    decisions: dict[str, Decision] = {}
+    for scope in sorted(signals):
+        if scope in quiet:
+            scopes.setdefault(scope, _AT_NORMAL)  # as the core keeps (or starts) it
+            decisions[scope] = Decision(scope, normal.level, normal.actions, normal.why, False)
+        else:
+            decisions[scope] = decided[scope]
+    return BackpressureState(scopes), decisions
+
+
+#: A scope the controller has not seen yet (the core's default).
+_AT_NORMAL = ScopeState()
+
+
+def _quiet(signals: Signals) -> bool:
+    """Whether every signal is below the lowest level's enter threshold: from ``normal``,
+    the core's target is ``normal`` (its thresholds rise with the level)."""
+    return all(map(operator.lt, _SIGNAL_VALUES(signals), _LOWEST_ENTER))
+
+
+#: Each signal :data:`THRESHOLDS` reads, and the enter threshold of its lowest level.
+_SIGNAL_VALUES = operator.attrgetter(*(t.signal for t in THRESHOLDS))
+_LOWEST_ENTER = tuple(t.enter[0] for t in THRESHOLDS)
+
+
 def _reopened(before: Mapping[str, bool], now: Mapping[str, bool]) -> set[str]:
     """Kitchens open again after being closed (paused or offline by an operator, unreachable,
     or without any working equipment): their level starts afresh. The dwell time guards
@@ -546,6 +612,39 @@ def _work_within(inputs: LoopInputs, prep: PrepTimeModel, horizon_s: float) -> d
             p50 = max(p50 - max(inputs.now - task.started_at, 0.0), 0.0)
         work[task.kitchen_id] = work.get(task.kitchen_id, 0.0) + p50
     return work
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a tick runs (its objects are freed by
+    reference counting when it ends).
+
+    A tick over thousands of kitchens allocates ~10^5 objects. The request threads' own
+    allocations trigger young collections all through it, and each one moves the tick's
+    objects alive at that moment into the oldest generation, whose growth then triggers full
+    collections: stop-the-world pauses of 50-100 ms in every thread, a fleet's p99 sync
+    latency. The previous state is restored (a process that runs without the collector keeps
+    doing so)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _reuse_unchanged(
+    previous: Mapping[str, Decision], decisions: dict[str, Decision]
+) -> dict[str, Decision]:
+    """``decisions``, with each one equal to the published one replaced by that object: the
+    new one is freed at once instead of living until the next tick, so a steady fleet's
+    decisions do not refill the collector's oldest generation every tick."""
+    for scope, decision in decisions.items():
+        published = previous.get(scope)
+        if published is not None and published == decision:
+            decisions[scope] = published
+    return decisions
 
 
 def _finite(value: float) -> float | None:

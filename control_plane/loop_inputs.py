@@ -119,17 +119,12 @@ def read_inputs(reader: Reader, *, now: float, after_audit_seq: int) -> LoopInpu
     last_sync: dict[str, float] = {}
     outbox: dict[str, int] = {}
     lag: dict[str, float] = {}
-    for agent in reader.agents():
-        if agent["revoked"] or agent["last_seen_at"] is None:
-            continue
-        kitchen_id = str(agent["kitchen_id"])
-        seen = float(agent["last_seen_at"])
-        last_sync[kitchen_id] = max(last_sync.get(kitchen_id, -math.inf), seen)
-        outbox[kitchen_id] = outbox.get(kitchen_id, 0) + int(agent["outbox_depth"])
-        if agent["outbox_depth"]:
-            newest = reader.newest_event_at(str(agent["id"]))
-            behind = max(now - (seen if newest is None else newest), 0.0)
-            lag[kitchen_id] = max(lag.get(kitchen_id, 0.0), behind)
+    for row in reader.kitchen_contact(now=now):
+        kitchen_id = str(row["kitchen_id"])
+        last_sync[kitchen_id] = float(row["last_sync_at"])
+        outbox[kitchen_id] = int(row["outbox_depth"])
+        if row["ingestion_lag_s"] is not None:
+            lag[kitchen_id] = float(row["ingestion_lag_s"])
     skus = {
         str(row["id"]): SkuSpec(
             sku_id=str(row["id"]),

@@ -361,13 +361,22 @@ class Reader:
     def all_equipment(self) -> list[sqlite3.Row]:
         return self._all("SELECT * FROM equipment ORDER BY kitchen_id, id")
 
-    def newest_event_at(self, agent_id: str) -> float | None:
-        """When (server timeline) the agent's newest applied event happened."""
-        row = self._one(
-            "SELECT server_occurred_at FROM events WHERE agent_id = ? ORDER BY seq DESC LIMIT 1",
-            (agent_id,),
+    def kitchen_contact(self, *, now: float) -> list[sqlite3.Row]:
+        """Per kitchen with an unrevoked agent that ever synced: ``last_sync_at`` (its agents'
+        newest sync), ``outbox_depth`` (summed) and ``ingestion_lag_s``: of its agents that
+        report a backlog, the largest age at ``now`` of the newest event applied from it (of
+        the last sync, without any event), never negative; ``NULL`` when none reports one.
+
+        One statement, so the control loop does not query each agent's newest event apart."""
+        return self._all(
+            "SELECT kitchen_id, MAX(last_seen_at) AS last_sync_at,"
+            " SUM(outbox_depth) AS outbox_depth,"
+            " MAX(CASE WHEN outbox_depth > 0 THEN MAX(? - COALESCE((SELECT e.server_occurred_at"
+            " FROM events e WHERE e.agent_id = a.id ORDER BY e.seq DESC LIMIT 1),"
+            " last_seen_at), 0.0) END) AS ingestion_lag_s"
+            " FROM agents a WHERE NOT revoked AND last_seen_at IS NOT NULL GROUP BY kitchen_id",
+            (now,),
         )
-        return None if row is None else float(row["server_occurred_at"])
 
     # -- stock and intake planning
     def planning_equipment(self) -> list[sqlite3.Row]:

@@ -251,9 +251,8 @@ def sync(
         # agent may hold, and have started, leases this one cannot know of.
         newest_sent_at = row["last_heartbeat_sent_at"]
         stale = newest_sent_at is not None and sent_at < float(newest_sent_at)
-        tx.set_agent_heartbeat_sent_at(agent_id=agent.agent_id, sent_at=sent_at)
         batch = plan_batch(last_acked_seq, (e.seq for e in request.events))
-        _track_unrecoverable(tx, agent, row, request.events, now=now, stats=stats)
+        stalled = _track_unrecoverable(tx, agent, row, request.events, now=now, stats=stats)
         stats.duplicates, stats.gap = batch.duplicates, batch.resend_from is not None
         by_seq: dict[int, EventEnvelope] = {}
         for event in request.events:
@@ -262,7 +261,6 @@ def sync(
         for seq in batch.apply:
             _apply(writes, agent, by_seq[seq], offset=clock.offset_s, now=now, stats=stats)
         writes.flush()
-        tx.set_agent_acked_seq(agent_id=agent.agent_id, last_acked_seq=batch.acked_seq)
         # Nothing of the agent's outbox is left behind this batch: what it did not report,
         # it did not do.
         caught_up = not stats.gap and request.heartbeat.outbox_depth <= len(request.events)
@@ -308,8 +306,13 @@ def sync(
                 kitchen_id=agent.kitchen_id,
                 details=asdict(reconnect) | {"clock_offset_s": clock.offset_s},
             )
-        tx.record_heartbeat(
+        # The agent's row is written once per sync, with everything the sync learned.
+        tx.record_sync(
             agent_id=agent.agent_id,
+            last_acked_seq=batch.acked_seq,
+            heartbeat_sent_at=sent_at,
+            stalled_first_seq=stalled[0],
+            stalled_syncs=stalled[1],
             last_seen_at=now,
             clock_offset_s=clock.offset_s,
             clock_offset_measured_at=clock.measured_at,
@@ -395,9 +398,10 @@ def _track_unrecoverable(
     *,
     now: float,
     stats: SyncStats,
-) -> None:
+) -> tuple[int | None, int]:
     """Record, once, a gap the agent keeps failing to fill: ``events_unrecoverable``. The
-    server never skips it by itself; an operator accepts it (:func:`fleet.accept_gap`)."""
+    server never skips it by itself; an operator accepts it (:func:`fleet.accept_gap`).
+    Returns the stall count to store (:func:`track_stall`), written with the agent's row."""
     last_acked_seq = int(row["last_acked_seq"])
     first_seq = min((e.seq for e in events), default=None)
     stalled_first_seq, stalled_syncs = track_stall(
@@ -406,9 +410,9 @@ def _track_unrecoverable(
         last_acked_seq=last_acked_seq,
         first_seq=first_seq,
     )
-    tx.set_agent_stalled(agent_id=agent.agent_id, first_seq=stalled_first_seq, syncs=stalled_syncs)
+    stalled = (stalled_first_seq, stalled_syncs)
     if stalled_first_seq is None or stalled_syncs != STALLED_SYNCS_UNRECOVERABLE:
-        return
+        return stalled
     from_seq, to_seq = last_acked_seq + 1, stalled_first_seq - 1
     tx.set_agent_unrecoverable(agent_id=agent.agent_id, from_seq=from_seq, to_seq=to_seq, at=now)
     stats.conflicts["events_unrecoverable"] += 1
@@ -424,6 +428,7 @@ def _track_unrecoverable(
         reason="events_unrecoverable",
         details={"from_seq": from_seq, "to_seq": to_seq, "syncs": stalled_syncs},
     )
+    return stalled
 
 
 class _BatchWrites:

@@ -434,16 +434,50 @@ class Writer(Reader):
             ),
         )
 
+    def record_sync(
+        self,
+        *,
+        agent_id: str,
+        last_acked_seq: int,
+        heartbeat_sent_at: float,
+        stalled_first_seq: int | None,
+        stalled_syncs: int,
+        last_seen_at: float,
+        clock_offset_s: float,
+        clock_offset_measured_at: float,
+        clock_samples: int,
+        agent_version: str,
+        outbox_depth: int,
+        reconnect_json: str | None,
+    ) -> None:
+        """What one sync learned of its agent, in one statement: :meth:`set_agent_acked_seq`,
+        :meth:`set_agent_stalled` and :meth:`record_heartbeat` together, and the newest
+        ``heartbeat.sent_at`` (agent clock) the agent has sent (an older one leaves it)."""
+        self._exec(
+            "UPDATE agents SET last_acked_seq = ?,"
+            " last_heartbeat_sent_at = MAX(COALESCE(last_heartbeat_sent_at, ?), ?),"
+            " stalled_first_seq = ?, stalled_syncs = ?, last_seen_at = ?, clock_offset_s = ?,"
+            " clock_offset_measured_at = ?, clock_samples = ?, agent_version = ?,"
+            " outbox_depth = ?, reconnect_json = ? WHERE id = ?",
+            (
+                last_acked_seq,
+                heartbeat_sent_at,
+                heartbeat_sent_at,
+                stalled_first_seq,
+                stalled_syncs,
+                last_seen_at,
+                clock_offset_s,
+                clock_offset_measured_at,
+                clock_samples,
+                agent_version,
+                outbox_depth,
+                reconnect_json,
+                agent_id,
+            ),
+        )
+
     def set_agent_acked_seq(self, *, agent_id: str, last_acked_seq: int) -> None:
         self._exec("UPDATE agents SET last_acked_seq = ? WHERE id = ?", (last_acked_seq, agent_id))
-
-    def set_agent_heartbeat_sent_at(self, *, agent_id: str, sent_at: float) -> None:
-        """Remember the newest ``heartbeat.sent_at`` (agent clock) the agent has sent."""
-        self._exec(
-            "UPDATE agents SET last_heartbeat_sent_at = MAX(COALESCE(last_heartbeat_sent_at, ?), ?)"
-            " WHERE id = ?",
-            (sent_at, sent_at, agent_id),
-        )
 
     def set_agent_stalled(self, *, agent_id: str, first_seq: int | None, syncs: int) -> None:
         """How many syncs in a row began with ``first_seq`` behind a gap (``None``: no gap)."""

@@ -3,6 +3,7 @@ alerts, backpressure overrides and re-planning, each written once and published.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -12,13 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from control_plane import audit, backpressure_overrides
 from control_plane.config import Settings
-from control_plane.control_loop import ControlLoop
+from control_plane.control_loop import ControlLoop, _step_levels
 from control_plane.loop_inputs import read_inputs
 from control_plane.loop_lock import LoopLock
 from control_plane.metrics import Metrics
+from control_plane.planning.backpressure import (
+    BackpressureSettings,
+    BackpressureState,
+    Override,
+    ScopeState,
+    Signals,
+    step,
+)
 from control_plane.planning.replan import ReplanSettings
 from control_plane.planning_state import PlanningState
 from control_plane.prep_times_view import prep_times_view
@@ -772,3 +784,162 @@ def test_a_cleared_flag_is_audited_once(store: Store, settings: Settings) -> Non
         "stranded_unreachable",
         "o2",
     )
+
+
+def test_a_kitchens_contact_is_read_from_its_unrevoked_agents_in_one_query(
+    store: Store, settings: Settings
+) -> None:
+    """last_sync_at is its agents' newest sync, outbox_depth their sum, and the ingestion lag
+    the age of the newest event of an agent reporting a backlog (its last sync without any)."""
+    with store.write() as tx:
+        for agent_id, seen, depth, revoked in (
+            ("agent-k1b", T0 + 5, 3, False),  # newest sync, a backlog, events below
+            ("agent-k1c", T0 + 9, 2, True),  # revoked: not heard from, whatever it says
+        ):
+            tx.insert_agent(
+                agent_id=agent_id,
+                kitchen_id="k1",
+                name="box",
+                credential_hash=f"hash-{agent_id}",
+                agent_version="1",
+                enrolled_at=T0,
+            )
+            tx.record_heartbeat(
+                agent_id=agent_id,
+                last_seen_at=seen,
+                clock_offset_s=0.0,
+                clock_offset_measured_at=seen,
+                clock_samples=1,
+                agent_version="1",
+                outbox_depth=depth,
+                reconnect_json=None,
+            )
+            tx.set_agent_revoked(agent_id=agent_id, revoked=revoked, at=T0)
+        for seq, occurred in ((1, T0 - 50), (2, T0 - 40)):
+            tx.insert_event_rows(
+                rows=[("agent-k1b", seq, f"e{seq}", "readings.summary", 0, occurred, T0, "{}", "")]
+            )
+        tx.record_heartbeat(
+            agent_id="agent-k2",
+            last_seen_at=T0 + 1,
+            clock_offset_s=0.0,
+            clock_offset_measured_at=T0,
+            clock_samples=1,
+            agent_version="1",
+            outbox_depth=1,
+            reconnect_json=None,
+        )
+    with store.read() as reader:
+        inputs = read_inputs(reader, now=T0 + 20, after_audit_seq=0)
+        later = read_inputs(reader, now=T0 - 100, after_audit_seq=0)
+    kitchens = {k.kitchen_id: k for k in inputs.kitchens}
+    assert (kitchens["k1"].last_sync_at, kitchens["k1"].outbox_depth) == (T0 + 5, 3)
+    assert (kitchens["k2"].last_sync_at, kitchens["k2"].outbox_depth) == (T0 + 1, 1)
+    # k1: its newest event (seq 2) happened 60 s ago; k2's agent sent none: its last sync.
+    assert dict(inputs.ingestion_lag_s) == {"k1": 60.0, "k2": 19.0}
+    assert dict(later.ingestion_lag_s) == {"k1": 0.0, "k2": 0.0}
+
+
+def test_a_backpressure_gauge_follows_its_scopes_level(store: Store, settings: Settings) -> None:
+    """The level gauge of a scope is published on the first tick and again when it moves."""
+    metrics = Metrics()
+    loop = ControlLoop(
+        store=store, settings=settings, metrics=metrics, planning=PlanningState(), clock=Clock()
+    )
+
+    def level(scope: str) -> float | None:
+        return metrics.registry.get_sample_value("brigade_backpressure_level", {"scope": scope})
+
+    loop.tick()
+    assert level("k1") == 0.0
+    backpressure_overrides.set_override(
+        store, "k1", level="shed", reason="drill", until=None, now=T0, actor="ops"
+    )
+    loop.tick()
+    assert level("k1") == 2.0
+    loop.tick()
+    assert level("k1") == 2.0
+
+
+def test_a_tick_runs_without_the_cyclic_collector_and_restores_it(
+    store: Store, settings: Settings
+) -> None:
+    """While a tick runs the cyclic GC is off (no stop-the-world pauses for the request
+    threads); afterwards it is as it was, on or off."""
+    seen: list[bool] = []
+
+    def clock() -> float:
+        seen.append(gc.isenabled())
+        return T0
+
+    loop = ControlLoop(
+        store=store, settings=settings, metrics=Metrics(), planning=PlanningState(), clock=clock
+    )
+    assert gc.isenabled()
+    loop.tick()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        loop.tick()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert seen and not any(seen)
+
+
+def test_a_steady_scopes_published_decision_is_the_same_object_tick_after_tick(
+    store: Store, settings: Settings
+) -> None:
+    """An unchanged decision is not replaced by an equal copy; a changed one is."""
+    clock = Clock(T0)
+    loop, planning = loop_of(store, settings, clock)
+    loop.tick()
+    first = planning.decisions()
+    clock.now += 1
+    loop.tick()
+    second = planning.decisions()
+    assert second["k1"] is first["k1"] and second["*"] is first["*"]
+    backpressure_overrides.set_override(
+        store, "k1", level="throttle", reason="drill", until=None, now=clock.now, actor="ops"
+    )
+    loop.tick()
+    assert planning.decisions()["k1"].level == "throttle"
+    assert planning.decisions()["k2"] is first["k2"]
+
+
+_SIGNALS = st.builds(
+    Signals,
+    queue_work_s=st.sampled_from([0.0, 100.0, 3000.0, 5000.0, 9000.0]),
+    capacity_s=st.sampled_from([0.0, 2000.0, 3600.0]),
+    at_risk_fraction=st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.9]),
+    capacity_lost_fraction=st.sampled_from([0.0, 0.3, 0.34, 1.0]),
+    ingestion_lag_s=st.sampled_from([0.0, 14.9, 29.99, 30.0, 200.0, float("nan")]),
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    signals=st.dictionaries(st.sampled_from(["*", "k1", "k2", "k3", "k4"]), _SIGNALS),
+    levels=st.dictionaries(
+        st.sampled_from(["*", "k1", "k2", "k3"]),
+        st.tuples(st.integers(0, 3), st.sampled_from([-1e9, 990.0, 1000.0])),
+    ),
+    overridden=st.dictionaries(
+        st.sampled_from(["k1", "k4"]),
+        st.tuples(st.sampled_from(["normal", "shed"]), st.sampled_from([None, 999.0, 2000.0])),
+    ),
+)
+def test_levels_stepped_past_quiet_scopes_are_what_the_core_decides(
+    signals: dict[str, Signals],
+    levels: dict[str, tuple[int, float]],
+    overridden: dict[str, tuple[str, float | None]],
+) -> None:
+    """Skipping the core for quiet scopes at normal changes no decision and no state."""
+    state = BackpressureState({k: ScopeState(level, since) for k, (level, since) in levels.items()})
+    overrides = {
+        k: Override(level=level, actor="ops", reason="drill", until=until)
+        for k, (level, until) in overridden.items()
+    }
+    bp = BackpressureSettings(min_dwell_s=30.0)
+    expected = step(state, 1000.0, signals, overrides, bp)
+    assert _step_levels(state, 1000.0, signals, overrides, bp) == expected

@@ -63,3 +63,50 @@ def test_a_lone_unit_commits_in_the_callers_thread(store: Store) -> None:
 
     store.submit(work)
     assert seen == [threading.current_thread().name]
+
+
+def test_a_sync_writes_its_agents_row_in_one_statement_keeping_the_newest_sent_at(
+    store: Store,
+) -> None:
+    """record_sync sets the acked seq, stall count and heartbeat fields together; of two
+    heartbeats the newest ``sent_at`` stays, whatever order they are written in."""
+    with store.write() as tx:
+        add_kitchen("k1")(tx)  # type: ignore[operator]
+        tx.insert_agent(
+            agent_id="a1",
+            kitchen_id="k1",
+            name="box",
+            credential_hash="h",
+            agent_version="1",
+            enrolled_at=0.0,
+        )
+    for sent_at, acked in ((50.0, 4), (40.0, 6)):
+        with store.write() as tx:
+            statements: list[str] = []
+            tx._conn.set_trace_callback(statements.append)
+            tx.record_sync(
+                agent_id="a1",
+                last_acked_seq=acked,
+                heartbeat_sent_at=sent_at,
+                stalled_first_seq=9,
+                stalled_syncs=2,
+                last_seen_at=sent_at + 1,
+                clock_offset_s=0.5,
+                clock_offset_measured_at=sent_at + 1,
+                clock_samples=3,
+                agent_version="2",
+                outbox_depth=7,
+                reconnect_json=None,
+            )
+            tx._conn.set_trace_callback(None)
+        assert len(statements) == 1
+    with store.read() as reader:
+        row = reader.agent("a1")
+    assert row is not None
+    assert (row["last_acked_seq"], row["last_heartbeat_sent_at"], row["last_seen_at"]) == (
+        6,
+        50.0,
+        41.0,
+    )
+    assert (row["stalled_first_seq"], row["stalled_syncs"], row["outbox_depth"]) == (9, 2, 7)
+    assert (row["clock_offset_s"], row["clock_samples"], row["agent_version"]) == (0.5, 3, "2")
