@@ -8,6 +8,9 @@
    unfinished request survives a crash, so there is no stale claim to expire.
 3. A retry with the same key and the same canonical body gets the stored status and body; a
    different body gets ``422``. Keys are kept ``idempotency_retention_s`` (at least 24 h).
+4. Keys are scoped to the operator (the API token's name), as payment APIs scope them to an
+   account: another operator's request with an equal key is a request of its own, never a
+   replay of, or a conflict with, this one. Tokens of one operator (rotated, say) share keys.
 
 Across several control-plane processes on one store the primary key of ``idempotency_keys``
 still guarantees one order per key: the second transaction finds the first one's answer under
@@ -91,16 +94,17 @@ class IntakeAnswer:
 
 
 class KeysInFlight:
-    """Idempotency keys whose first request is running in this process.
+    """Idempotency keys (with their operator's scope) whose first request is running in this
+    process.
 
     >>> keys = KeysInFlight()
-    >>> with keys.hold("k1"):
-    ...     "k1" in keys
-    True
+    >>> with keys.hold("dispatch", "k1"):
+    ...     ("dispatch", "k1") in keys, ("kiosk", "k1") in keys
+    (True, False)
     """
 
     def __init__(self) -> None:
-        self._keys: set[str] = set()
+        self._keys: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
@@ -108,30 +112,32 @@ class KeysInFlight:
             return key in self._keys
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
-        """Mark ``key`` in flight for the block; :class:`IdempotencyKeyInFlight` if it is."""
+    def hold(self, scope: str, key: str) -> Iterator[None]:
+        """Mark ``key`` of ``scope`` in flight for the block; :class:`IdempotencyKeyInFlight`
+        if it is."""
         with self._lock:
-            if key in self._keys:
+            if (scope, key) in self._keys:
                 raise IdempotencyKeyInFlight(
                     f"the first request with Idempotency-Key {key!r} is still being processed;"
                     " retry shortly"
                 )
-            self._keys.add(key)
+            self._keys.add((scope, key))
         try:
             yield
         finally:
             with self._lock:
-                self._keys.discard(key)
+                self._keys.discard((scope, key))
 
 
 def stored_answer(
-    reader: Reader, *, key: str, body_hash: str, now: float, settings: Settings
+    reader: Reader, *, scope: str, key: str, body_hash: str, now: float, settings: Settings
 ) -> IntakeAnswer | None:
-    """The answer stored under ``key`` to replay, or None when the key is new (or expired).
+    """The answer stored under ``key`` by operator ``scope`` to replay, or None when the key is
+    new to that operator (or expired).
 
     Raises :class:`IdempotencyKeyReuse` when the key was first used with a different body.
     """
-    row = reader.idempotency_key(key)
+    row = reader.idempotency_key(scope, key)
     if row is None or row["created_at"] < now - settings.idempotency_retention_s:
         return None
     if row["request_hash"] != body_hash:
@@ -167,9 +173,14 @@ def submit_order(
     ``planning`` holds the control loop's backpressure decisions and prep-time model (none
     given: every scope normal, recipe durations)."""
     planning = planning if planning is not None else PlanningState()
-    with in_flight.hold(key):
+    # Keys are the operator's own (``actor``, the API token's name): another operator's equal
+    # key is another request.
+    scope = actor
+    with in_flight.hold(scope, key):
         with store.read() as reader:
-            replay = stored_answer(reader, key=key, body_hash=body_hash, now=now, settings=settings)
+            replay = stored_answer(
+                reader, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
+            )
             # Admission is decided here, on a read transaction and the published decisions,
             # so a shed request never queues in the single writer behind accepted orders.
             admission = None if replay is not None else _admission(reader, order, planning)
@@ -180,10 +191,12 @@ def submit_order(
 
         def decide(tx: Writer) -> IntakeAnswer:
             # Checked again under the write lock: another process may have answered meanwhile.
-            replay = stored_answer(tx, key=key, body_hash=body_hash, now=now, settings=settings)
+            replay = stored_answer(
+                tx, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
+            )
             if replay is not None:
                 return replay
-            tx.delete_idempotency_key(key=key)  # an expired answer or an old claim
+            tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
             answer = _plan_and_record(
                 tx,
                 order,
@@ -196,6 +209,7 @@ def submit_order(
             )
             if answer.stored:
                 tx.insert_idempotency_answer(
+                    scope=scope,
                     key=key,
                     request_hash=body_hash,
                     response_status=answer.status,

@@ -310,4 +310,35 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             ON haccp_evidence (kitchen_id, measured_server_at, id);
         """,
     ),
+    (
+        # Idempotency keys are scoped to the operator who sent them (the API token's name), as
+        # payment APIs scope them to an account: two operators' clients may use the same key
+        # without replaying, or being refused, each other's answers. Answers stored before get
+        # the operator the audit trail recorded for their order ('' if none is found: such a
+        # key can no longer be replayed, and is purged with the rest after the retention).
+        "0012_idempotency_scope",
+        """
+        CREATE INDEX orders_by_idempotency_key ON orders (idempotency_key, created_at);
+        CREATE TABLE idempotency_keys_scoped (
+            scope TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+            response_status INTEGER, response_media_type TEXT, response_body BLOB,
+            created_at REAL NOT NULL, completed_at REAL,
+            PRIMARY KEY (scope, key));
+        INSERT INTO idempotency_keys_scoped (scope, key, request_hash, state, response_status,
+            response_media_type, response_body, created_at, completed_at)
+        SELECT COALESCE((
+                SELECT a.actor_id FROM orders o JOIN audit a ON a.order_id = o.id
+                WHERE o.idempotency_key = k.key
+                    AND a.action IN ('order.accepted', 'order.rejected')
+                ORDER BY o.created_at DESC, a.seq LIMIT 1), ''),
+            k.key, k.request_hash, k.state, k.response_status, k.response_media_type,
+            k.response_body, k.created_at, k.completed_at
+        FROM idempotency_keys k;
+        DROP TABLE idempotency_keys;
+        ALTER TABLE idempotency_keys_scoped RENAME TO idempotency_keys;
+        CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+        DROP INDEX orders_by_idempotency_key;
+        """,
+    ),
 )

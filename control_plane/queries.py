@@ -175,8 +175,9 @@ class Reader:
         )
 
     # idempotency
-    def idempotency_key(self, key: str) -> sqlite3.Row | None:
-        return self._one("SELECT * FROM idempotency_keys WHERE key = ?", (key,))
+    def idempotency_key(self, scope: str, key: str) -> sqlite3.Row | None:
+        """The answer stored under ``key`` by the operator ``scope``."""
+        return self._one("SELECT * FROM idempotency_keys WHERE scope = ? AND key = ?", (scope, key))
 
     # credentials
     def api_token(self, token_hash: str) -> sqlite3.Row | None:

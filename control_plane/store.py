@@ -328,6 +328,7 @@ class Writer(Reader):
     def insert_idempotency_answer(
         self,
         *,
+        scope: str,
         key: str,
         request_hash: str,
         response_status: int,
@@ -337,10 +338,11 @@ class Writer(Reader):
     ) -> None:
         """Store the answer of a key's first request, in the transaction that did its work."""
         self._exec(
-            "INSERT INTO idempotency_keys (key, request_hash, state, response_status,"
+            "INSERT INTO idempotency_keys (scope, key, request_hash, state, response_status,"
             " response_media_type, response_body, created_at, completed_at)"
-            " VALUES (?, ?, 'done', ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?)",
             (
+                scope,
                 key,
                 request_hash,
                 response_status,
@@ -351,8 +353,8 @@ class Writer(Reader):
             ),
         )
 
-    def delete_idempotency_key(self, *, key: str) -> None:
-        self._exec("DELETE FROM idempotency_keys WHERE key = ?", (key,))
+    def delete_idempotency_key(self, *, scope: str, key: str) -> None:
+        self._exec("DELETE FROM idempotency_keys WHERE scope = ? AND key = ?", (scope, key))
 
     def purge_idempotency_keys(self, *, created_before: float) -> int:
         return self._exec(

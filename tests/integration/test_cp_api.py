@@ -227,6 +227,31 @@ def test_same_key_with_a_different_body_is_refused(control_plane: ControlPlane) 
     assert response.json()["type"].endswith("/idempotency-key-reuse")
 
 
+def test_idempotency_keys_are_each_operators_own(control_plane: ControlPlane) -> None:
+    """Two operators' clients both use key "order-1001" with different orders: each gets its
+    own order (no 422 reuse, no replay of the other's answer); each one's retry replays its own."""
+    with ready_kitchen(control_plane) as admin:
+        tokens = {
+            name: admin.post("/v1/api-tokens", json={"role": "operator", "name": name}).json()[
+                "token"
+            ]
+            for name in ("dispatch", "kiosk")
+        }
+    bodies = {"dispatch": order_body(), "kiosk": order_body(promised_in_s=7200)}
+    first, retry = {}, {}
+    for name, token in tokens.items():
+        with control_plane.client(token) as client:
+            first[name] = place_order(client, bodies[name], key="order-1001")
+    for name, token in tokens.items():
+        with control_plane.client(token) as client:
+            retry[name] = place_order(client, bodies[name], key="order-1001")
+    assert [r.status_code for r in first.values()] == [201, 201]
+    assert first["dispatch"].json()["id"] != first["kiosk"].json()["id"]
+    for name in tokens:
+        assert (retry[name].status_code, retry[name].content) == (201, first[name].content)
+        assert retry[name].headers["idempotent-replayed"] == "true"
+
+
 def test_order_without_idempotency_key_is_a_bad_request(control_plane: ControlPlane) -> None:
     """No Idempotency-Key header: 400 with a message saying what to send."""
     with ready_kitchen(control_plane) as client:

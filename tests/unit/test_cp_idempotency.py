@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 from control_plane.config import Settings
 from control_plane.errors import IdempotencyKeyInFlight, IdempotencyKeyReuse
 from control_plane.intake import KeysInFlight, purge_expired_keys, request_hash, stored_answer
-from control_plane.store import Store
+from control_plane.migrations import MIGRATIONS
+from control_plane.store import Store, _statements
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -43,9 +45,12 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(db_path=tmp_path / "cp.db")
 
 
-def store_answer(store: Store, *, key: str, body_hash: str, created_at: float) -> None:
+def store_answer(
+    store: Store, *, key: str, body_hash: str, created_at: float, scope: str = "ops"
+) -> None:
     with store.write() as tx:
         tx.insert_idempotency_answer(
+            scope=scope,
             key=key,
             request_hash=body_hash,
             response_status=201,
@@ -58,30 +63,54 @@ def store_answer(store: Store, *, key: str, body_hash: str, created_at: float) -
 def test_a_key_in_flight_refuses_a_second_request() -> None:
     """While the first request holds the key, the same key gets in-flight (409)."""
     keys = KeysInFlight()
-    with keys.hold("k"), pytest.raises(IdempotencyKeyInFlight), keys.hold("k"):
+    with keys.hold("ops", "k"), pytest.raises(IdempotencyKeyInFlight), keys.hold("ops", "k"):
         pass
+
+
+def test_another_operators_equal_key_is_not_in_flight() -> None:
+    """Keys are the operator's own: the same key from another operator runs at once."""
+    keys = KeysInFlight()
+    with keys.hold("dispatch", "k"), keys.hold("kiosk", "k"):
+        assert ("dispatch", "k") in keys and ("kiosk", "k") in keys
 
 
 def test_a_key_is_free_again_when_its_request_ends() -> None:
     """Holding a key ends with its request, even when the request failed."""
     keys = KeysInFlight()
-    with pytest.raises(RuntimeError), keys.hold("k"):
+    with pytest.raises(RuntimeError), keys.hold("ops", "k"):
         raise RuntimeError("planning failed")
-    assert "k" not in keys
+    assert ("ops", "k") not in keys
 
 
 def test_different_body_for_a_stored_key_is_reuse(store: Store, settings: Settings) -> None:
     """A different body under an answered key is refused as reuse."""
     store_answer(store, key="k", body_hash="h1", created_at=0.0)
     with store.read() as reader, pytest.raises(IdempotencyKeyReuse):
-        stored_answer(reader, key="k", body_hash="h2", now=1.0, settings=settings)
+        stored_answer(reader, scope="ops", key="k", body_hash="h2", now=1.0, settings=settings)
+
+
+def test_another_operators_answer_is_neither_replayed_nor_reuse(
+    store: Store, settings: Settings
+) -> None:
+    """An equal key stored by another operator is unknown here, whatever the body."""
+    store_answer(store, key="k", body_hash="h1", created_at=0.0, scope="dispatch")
+    with store.read() as reader:
+        same = stored_answer(
+            reader, scope="kiosk", key="k", body_hash="h1", now=1.0, settings=settings
+        )
+        other = stored_answer(
+            reader, scope="kiosk", key="k", body_hash="h2", now=1.0, settings=settings
+        )
+    assert (same, other) == (None, None)
 
 
 def test_completed_key_replays_the_stored_answer(store: Store, settings: Settings) -> None:
     """An hour later the stored status and body come back unchanged."""
     store_answer(store, key="k", body_hash="h1", created_at=0.0)
     with store.read() as reader:
-        replay = stored_answer(reader, key="k", body_hash="h1", now=3600.0, settings=settings)
+        replay = stored_answer(
+            reader, scope="ops", key="k", body_hash="h1", now=3600.0, settings=settings
+        )
     assert replay is not None
     assert (replay.status, replay.body, replay.outcome) == (201, b'{"id":"o-1"}', "replayed")
 
@@ -91,8 +120,12 @@ def test_answers_are_kept_a_day_then_forgotten(store: Store, settings: Settings)
     store_answer(store, key="k", body_hash="h1", created_at=0.0)
     day = 24 * 3600.0
     with store.read() as reader:
-        kept = stored_answer(reader, key="k", body_hash="h1", now=day - 1, settings=settings)
-        gone = stored_answer(reader, key="k", body_hash="h2", now=day + 1, settings=settings)
+        kept = stored_answer(
+            reader, scope="ops", key="k", body_hash="h1", now=day - 1, settings=settings
+        )
+        gone = stored_answer(
+            reader, scope="ops", key="k", body_hash="h2", now=day + 1, settings=settings
+        )
     purged = purge_expired_keys(store, now=day + 1, settings=settings)
     assert (kept is not None, gone, purged) == (True, None, 1)
 
@@ -101,3 +134,52 @@ def test_retention_is_at_least_a_day() -> None:
     """Settings refuse an idempotency retention shorter than 24 hours."""
     with pytest.raises(ValueError, match="idempotency_retention_s"):
         Settings(db_path=Path("x.db"), idempotency_retention_s=3600)
+
+
+def test_answers_stored_before_scoping_belong_to_the_operator_the_audit_names(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Migrating a store from before 0012: a stored answer gets the operator who placed its
+    order (from the audit trail) and still replays for them only; an answer whose order the
+    audit does not name can no longer be replayed by anyone."""
+    path = tmp_path / "old.db"
+    before = [name for name, _ in MIGRATIONS].index("0012_idempotency_scope")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for name, script in MIGRATIONS[:before]:
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, 0.0))
+    conn.execute(
+        "INSERT INTO orders (id, idempotency_key, status, promised_by, destination,"
+        " transport_min, priority, created_at, updated_at)"
+        " VALUES ('o-1', 'k-known', 'accepted', 100.0, 'store-1', 0, 'normal', 1.0, 1.0)"
+    )
+    conn.execute(
+        "INSERT INTO audit (at, actor_type, actor_id, action, subject_type, subject_id,"
+        " order_id, details_json, prev_hash, hash) VALUES (1.0, 'operator', 'dispatch',"
+        " 'order.accepted', 'order', 'o-1', 'o-1', '{}', '', '')"
+    )
+    conn.executemany(
+        "INSERT INTO idempotency_keys (key, request_hash, state, response_status,"
+        " response_media_type, response_body, created_at, completed_at)"
+        " VALUES (?, 'h1', 'done', 201, 'application/json', ?, 1.0, 1.0)",
+        [("k-known", b'{"id":"o-1"}'), ("k-orphan", b'{"id":"o-0"}')],
+    )
+    conn.close()
+    store = Store.open(path)
+    try:
+        with store.read() as reader:
+            mine = stored_answer(
+                reader, scope="dispatch", key="k-known", body_hash="h1", now=2.0, settings=settings
+            )
+            theirs = stored_answer(
+                reader, scope="kiosk", key="k-known", body_hash="h1", now=2.0, settings=settings
+            )
+            orphan = stored_answer(
+                reader, scope="dispatch", key="k-orphan", body_hash="h1", now=2.0, settings=settings
+            )
+    finally:
+        store.close()
+    assert mine is not None and mine.body == b'{"id":"o-1"}'
+    assert (theirs, orphan) == (None, None)
