@@ -105,18 +105,27 @@ def _line(process: subprocess.Popen[str]) -> dict[str, float]:
     return value
 
 
-def _baseline(broker: Broker, count: int) -> float:
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _baseline(broker: Broker, count: int) -> tuple[float, float]:
+    """The bare subscriber's rate and its CPU time per reading (µs)."""
     subscriber = _role("subscribe", broker.host, broker.port, count)
     try:
         _line(subscriber)
+        cpu_before = _cpu_s(subscriber.pid)
         publisher = _role("publish", broker.host, broker.port, count)
         started = _line(publisher)["started"]
         finished = _line(subscriber)
+        cpu = _cpu_s(subscriber.pid) - cpu_before
         publisher.wait(timeout=120)
     finally:
         subscriber.kill()
         subscriber.wait(timeout=10)
-    return count / (finished["last"] - started)
+    return count / (finished["last"] - started), cpu / count * 1e6
 
 
 def _metric(text: str, name: str) -> float:
@@ -171,9 +180,11 @@ def _agent(
             what=f"the agent to connect\n{agent.log_tail()}",
         )
         rss_idle = _rss_kb(agent.pid, "VmRSS")
+        cpu_before = _cpu_s(agent.pid)
         publisher = _role("publish", broker.host, broker.port, count)
         started = _line(publisher)["started"]
         peak = 0
+        cpu = float("nan")
         deadline = time.monotonic() + 120
         # A scrape costs the agent CPU (store queries, rendering): poll at 5 Hz, not faster,
         # and place the moment the last reading was counted by interpolating between the last
@@ -185,6 +196,7 @@ def _agent(
             at = time.time()
             n = _metric(scrape(), "brigade_agent_readings_ingested_total")
             if n >= count:
+                cpu = _cpu_s(agent.pid) - cpu_before
                 finished = last_at + (at - last_at) * (count - last_n) / max(n - last_n, 1.0)
                 break
             last_at, last_n = at, n
@@ -196,6 +208,9 @@ def _agent(
             "missed": _metric(final, "brigade_agent_device_messages_missed_total"),
             "rss_idle_mb": rss_idle / 1024,
             "rss_hwm_mb": _rss_kb(agent.pid, "VmHWM") / 1024,
+            # CPU per reading is what decides the rate on a shared machine; it is less noisy
+            # than the rates when other processes compete for the cores (NaN: never finished).
+            "agent_cpu_us_per_reading": cpu / count * 1e6,
         }
     finally:
         agent.stop()
@@ -209,11 +224,17 @@ def run(*, count: int = 40_000) -> list[Result]:
         fake = FakeControlPlane(kitchen_id=KITCHEN)
         try:
             with fake.serve() as url:
-                baseline = _baseline(broker, count)
+                baseline, baseline_cpu = _baseline(broker, count)
                 rate, rss_peak, extra = _agent(tmp, broker, url, fake, count)
         finally:
             broker.stop()
-    params = {"readings": count, "qos": 1, "publisher_inflight": 100, **extra}
+    params = {
+        "readings": count,
+        "qos": 1,
+        "publisher_inflight": 100,
+        **extra,
+        "baseline_cpu_us_per_reading": baseline_cpu,
+    }
     return [
         Result(
             BENCHMARK,

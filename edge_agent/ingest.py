@@ -15,7 +15,10 @@ thread or a serial reader. One thread, ``brigade-ingest``, drains the queue ever
   online device's health (``degraded``/``failed``, :mod:`edge_agent.health`) the same way.
 
 A full queue drops the reading and counts it (``queue_full``); status changes have their own
-queue so a telemetry flood cannot push them out.
+queue so a telemetry flood cannot push them out. The telemetry queue is a deque under a lock
+rather than a :class:`queue.Queue`: nobody blocks on it (links never wait, the ingest thread
+wakes on its timer), and a flush takes everything queued in one step instead of one ``get``
+per message.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
+from dataclasses import dataclass
 
 from edge_agent.clock import Clock
 from edge_agent.executor import EventRecord
@@ -33,6 +37,7 @@ from edge_agent.readings import (
     CorrectiveAction,
     Observed,
     ProbeCheck,
+    ReadingIn,
     SeqTracker,
     StatusSeen,
     WindowAggregator,
@@ -42,6 +47,16 @@ from edge_agent.store import DeviceActivity, Store
 from protocol import AlertRaised, EventType
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Heard:
+    """What one flush heard from a device: its latest message, how many, the seq gaps."""
+
+    link: str
+    seen_at: float
+    received: int = 0
+    missed: int = 0
 
 
 class Ingest:
@@ -63,10 +78,12 @@ class Ingest:
         self.clock = clock
         self.flush_s = flush_s
         self.max_batch = max_batch
+        self.queue_size = queue_size
         self.seqs = SeqTracker()
         self.health = HealthTracker()
         self.windows = WindowAggregator(window_s=window_s)
-        self._observed: queue.Queue[Observed] = queue.Queue(maxsize=queue_size)
+        self._observed: deque[Observed] = deque()
+        self._observed_lock = threading.Lock()
         #: Rare and precious (status changes, staff actions): a queue of their own.
         self._statuses: queue.Queue[StatusSeen | CorrectiveAction | ProbeCheck] = queue.Queue(
             maxsize=1000
@@ -87,15 +104,19 @@ class Ingest:
 
     def submit(self, item: Observed | StatusSeen | CorrectiveAction | ProbeCheck) -> bool:
         """Queue ``item`` without blocking; ``False`` (and counted) when the queue is full."""
-        target: queue.Queue[Observed] | queue.Queue[StatusSeen | CorrectiveAction | ProbeCheck]
-        target = self._observed if isinstance(item, Observed) else self._statuses
-        try:
-            target.put_nowait(item)  # type: ignore[arg-type]
-        except queue.Full:
-            self.count_drop("queue_full", len(getattr(item, "readings", ())) or 1)
+        if isinstance(item, Observed):
+            with self._observed_lock:
+                if len(self._observed) < self.queue_size:
+                    self._observed.append(item)
+                    return True
+            self.count_drop("queue_full", len(item.readings) or 1)
             return False
-        if target is self._statuses:
-            self._urgent.set()  # a status change or a staff action is recorded at once
+        try:
+            self._statuses.put_nowait(item)
+        except queue.Full:
+            self.count_drop("queue_full")
+            return False
+        self._urgent.set()  # a status change or a staff action is recorded at once
         return True
 
     def count_drop(self, reason: str, n: int = 1) -> None:
@@ -109,7 +130,7 @@ class Ingest:
                 "dropped": dict(self.dropped),
                 "alerts_raised": self.alerts_raised,
                 "missed_messages": self.seqs.missed_total,
-                "queue_depth": self._observed.qsize(),
+                "queue_depth": len(self._observed),
             }
 
     # -- the ingest thread --------------------------------------------------------------------
@@ -140,37 +161,30 @@ class Ingest:
             except queue.Empty:
                 break
             actions.extend(self._status(status))
-        batch: list[Observed] = []
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self._observed.get_nowait())
-            except queue.Empty:
-                break
-        activity: dict[str, DeviceActivity] = {}
-        taken = 0
-        received: Counter[str] = Counter()
+        batch = self._take_batch()
+        heard: dict[str, _Heard] = {}
+        readings: list[ReadingIn] = []
         for item in batch:
-            received[item.device_id] += 1
-            missed = 0
+            device = heard.get(item.device_id)
+            if device is None:
+                device = heard[item.device_id] = _Heard(item.link, item.at)
+            else:
+                device.link, device.seen_at = item.link, item.at
+            device.received += 1
             if item.seq is not None:
                 missed = self.seqs.observe(item.device_id, item.seq)
-                self.windows.add_missed(item.device_id, missed)
-            previous = activity.get(item.device_id)
-            activity[item.device_id] = DeviceActivity(
-                device_id=item.device_id,
-                link=item.link,
-                seen_at=item.at,
-                last_seq=self.seqs.last(item.device_id),
-                missed=missed + (previous.missed if previous else 0),
-            )
+                if missed:
+                    self.windows.add_missed(item.device_id, missed)
+                    device.missed += missed
             if item.mode is not None or item.event is not None:
                 self.health.observe(
                     item.device_id, at=item.at, received=0, mode=item.mode, event=item.event
                 )
-            for reading in item.readings:
-                self.windows.add(reading)
-                actions.extend(self.monitor.on_reading(reading))
-                taken += 1
+            readings += item.readings
+        for reading in readings:
+            self.windows.add(reading)
+        actions.extend(self.monitor.on_readings(readings))
+        taken = len(readings)
         self.apply(actions, at=now)
         summaries = self.windows.close(now=now, force=force)
         self.store.append_routine(
@@ -180,14 +194,22 @@ class Ingest:
             ],
             occurred_at=now,
         )
-        self.store.record_device_activity(seen=list(activity.values()))
-        for seen in activity.values():
+        self.store.record_device_activity(
+            seen=[
+                DeviceActivity(
+                    device_id=device_id,
+                    link=device.link,
+                    seen_at=device.seen_at,
+                    last_seq=self.seqs.last(device_id),
+                    missed=device.missed,
+                )
+                for device_id, device in heard.items()
+            ]
+        )
+        for device_id, device in heard.items():
             # One call per device and flush, not per message: telemetry floods come through here.
             self.health.observe(
-                seen.device_id,
-                at=seen.seen_at,
-                received=received[seen.device_id],
-                missed=seen.missed,
+                device_id, at=device.seen_at, received=device.received, missed=device.missed
             )
         for change in self.health.changes(now=now):
             self.store.record_device_health(
@@ -196,6 +218,14 @@ class Ingest:
         with self._counts_lock:
             self.readings_ingested += taken
         return taken
+
+    def _take_batch(self) -> deque[Observed] | list[Observed]:
+        """Up to ``max_batch`` queued messages, oldest first; the rest wait for the next flush."""
+        with self._observed_lock:
+            if len(self._observed) <= self.max_batch:
+                batch, self._observed = self._observed, deque()
+                return batch
+            return [self._observed.popleft() for _ in range(self.max_batch)]
 
     def apply(self, actions: Actions, *, at: float) -> None:
         """Persist the monitor's decisions: each alert with its evidence, then the rest.

@@ -46,6 +46,9 @@ IGNORED_METRICS = frozenset({"setpoint", "setpoint_c"})
 
 __all__ = ["RULE_PACKS", "Actions", "SafetyMonitor"]
 
+#: The state of a probe before its first reading (immutable, so one instance serves all).
+_NEVER_READ = ProbeState()
+
 
 @dataclass
 class Actions:
@@ -114,7 +117,7 @@ class SafetyMonitor:
                 kind, device_id, probe, _start = parts
                 self._open[(device_id, probe, kind)] = alert_id
                 key = (device_id, probe)
-                state = self._probes.get(key, ProbeState())
+                state = self._probes.get(key, _NEVER_READ)
                 self._probes[key] = ProbeState(
                     last=state.last,
                     breach_since=state.breach_since,
@@ -126,33 +129,49 @@ class SafetyMonitor:
                 )
 
     def on_reading(self, reading: ReadingIn) -> Actions:
-        if reading.unit not in TEMPERATURE_UNITS or reading.metric in IGNORED_METRICS:
-            return Actions()
-        thresholds = self.thresholds(reading.device_id)
-        if thresholds.mode == "none" and not self._placements:
-            return Actions()
-        value = Reading(value_c=reading.value, at=reading.at)
-        with self._lock:
-            if thresholds.mode != "none":
-                actions = self._evaluate(
-                    reading.device_id, reading.metric, thresholds, reading.at, value
-                )
-            elif any(placed == reading.device_id for placed, _, _ in self._placements):
-                # A reference probe checks a unit; its own readings are compared, not judged.
-                key = (reading.device_id, reading.metric)
-                self._probes[key] = replace(self._probes.get(key, ProbeState()), last=value)
-                actions = Actions()
-            else:
-                return Actions()
-            actions.extend(self._cross_check(reading.device_id, reading.at))
-            return actions
+        """One reading: an interval sample or an excursion kept, an alert raised or cleared."""
+        return self.on_readings((reading,))
 
-    def _cross_check(self, device_id: str, now: float) -> Actions:
+    def on_readings(self, readings: Iterable[ReadingIn]) -> Actions:
+        """Readings in the order they came, as :meth:`on_reading` one by one would judge them,
+        into one :class:`Actions`: the ingest loop hands a flush's worth at a time, so the
+        lock is taken once and each device's thresholds are looked up once per batch."""
+        actions = Actions()
+        thresholds_of: dict[str, Thresholds] = {}
+        with self._lock:
+            for reading in readings:
+                if reading.unit not in TEMPERATURE_UNITS or reading.metric in IGNORED_METRICS:
+                    continue
+                thresholds = thresholds_of.get(reading.device_id)
+                if thresholds is None:
+                    thresholds = thresholds_of[reading.device_id] = self.thresholds(
+                        reading.device_id
+                    )
+                if thresholds.mode == "none" and not self._placements:
+                    continue
+                self._judge(reading, thresholds, actions)
+        return actions
+
+    def _judge(self, reading: ReadingIn, thresholds: Thresholds, actions: Actions) -> None:
+        value = Reading(value_c=reading.value, at=reading.at)
+        if thresholds.mode != "none":
+            self._evaluate(
+                reading.device_id, reading.metric, thresholds, reading.at, value, actions
+            )
+        elif any(placed == reading.device_id for placed, _, _ in self._placements):
+            # A reference probe checks a unit; its own readings are compared, not judged.
+            key = (reading.device_id, reading.metric)
+            self._probes[key] = replace(self._probes.get(key, _NEVER_READ), last=value)
+        else:
+            return
+        if self._placements:
+            self._cross_check(reading.device_id, reading.at, actions)
+
+    def _cross_check(self, device_id: str, now: float, actions: Actions) -> None:
         """Compare the probes of each unit ``device_id`` takes part in (as the unit or as the
         reference probe placed in it): more than the unit's ``probe_accuracy_c`` apart raises
         ``probe_disagreement`` with every probe's last reading as evidence; back within it
-        clears the alert."""
-        actions = Actions()
+        clears the alert. What it decides is added to ``actions``."""
         for placed, unit, metric in self._placements:
             if device_id not in (placed, unit):
                 continue
@@ -192,16 +211,13 @@ class SafetyMonitor:
                 if now - last.at <= self._cross_check_age_s
             ]
             actions.alerts.append(self._alert(unit, placed, decision, proof))
-        return actions
 
     def tick(self, now: float) -> Actions:
         """Timers: delays elapsing without new readings, silent probes, devices offline."""
         actions = Actions()
         with self._lock:
             for device_id, probe in list(self._probes):
-                actions.extend(
-                    self._evaluate(device_id, probe, self.thresholds(device_id), now, None)
-                )
+                self._evaluate(device_id, probe, self.thresholds(device_id), now, None, actions)
             for device_id, since in self._offline_since.items():
                 key = (device_id, "-", "device_offline")
                 if key in self._open:
@@ -318,13 +334,14 @@ class SafetyMonitor:
         thresholds: Thresholds,
         now: float,
         reading: Reading | None,
-    ) -> Actions:
+        actions: Actions,
+    ) -> None:
+        """Run the pure rules on one probe; what they decide is added to ``actions``."""
         key = (device_id, probe)
-        outcome = evaluate(
-            self._probes.get(key, ProbeState()), thresholds, now=now, reading=reading
-        )
+        outcome = evaluate(self._probes.get(key, _NEVER_READ), thresholds, now=now, reading=reading)
         self._probes[key] = outcome.state
-        actions = Actions()
+        if not (outcome.evidence or outcome.cleared or outcome.alerts):
+            return  # the usual reading: nothing to keep, raise or clear
         measured = reading.at if reading is not None else now
         evidence = [
             Evidence(
@@ -374,7 +391,6 @@ class SafetyMonitor:
                 )
             actions.alerts.append(self._alert(device_id, probe, decision, proof))
         actions.evidence += evidence
-        return actions
 
     def _alert(
         self, device_id: str, probe: str, decision: AlertDecision, proof: list[Evidence]

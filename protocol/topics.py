@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from protocol.errors import TopicError
 
@@ -87,8 +88,13 @@ def subscription_for(kitchen_id: str, channel: Channel | None = None, device_id:
     return f"{ROOT}/{TOPIC_VERSION}/{kitchen_id}/{device_id}/{last}"
 
 
+@lru_cache(maxsize=4096)
 def parse_topic(topic: str) -> TopicParts:
-    """Split a concrete topic into its parts; raise :class:`TopicError` if it is not ours."""
+    """Split a concrete topic into its parts; raise :class:`TopicError` if it is not ours.
+
+    Cached (bounded): a kitchen has a few hundred topics and every message parses its own.
+    Refusals are not cached, so a stream of bad topics costs the same as before, never memory.
+    """
     levels = topic.split("/")
     if len(levels) != 5 or levels[0] != ROOT:
         raise TopicError(f"topic {topic!r} is not brigade/v1/<kitchen>/<device>/<channel>")

@@ -381,6 +381,12 @@ class MqttLink:
         if isinstance(decoded, _DEVICE_MESSAGES) and decoded.device_id != parts.device_id:
             self.drops.drop("device_mismatch", f"{topic}: device_id {decoded.device_id!r}")
             return
+        if isinstance(decoded, Telemetry):  # first: nearly every message is one
+            observed = _observed(decoded)
+            if len(observed.readings) < len(decoded.readings):
+                self.drops.drop("non_finite", f"{topic}: NaN or infinite reading")
+            self._submit(observed)
+            return
         if isinstance(decoded, Birth):
             self.registry.record_birth(parts.device_id, decoded)
             self._submit(
@@ -404,11 +410,6 @@ class MqttLink:
                     kind=self.registry.kind_of(parts.device_id),
                 )
             )
-        elif isinstance(decoded, Telemetry):
-            observed = _observed(decoded)
-            if len(observed.readings) < len(decoded.readings):
-                self.drops.drop("non_finite", f"{topic}: NaN or infinite reading")
-            self._submit(observed)
         elif isinstance(decoded, DeviceEvent) and decoded.event == "corrective_action":
             action = _corrective_action(decoded)
             if action is None:
@@ -508,7 +509,7 @@ def _observed(telemetry: Telemetry) -> Observed:
         if unit == "F":
             unit, value = "C", (value - 32.0) * 5.0 / 9.0
         readings.append(
-            ReadingIn(telemetry.device_id, reading.metric, unit, value, at=received, link="mqtt")
+            ReadingIn(telemetry.device_id, reading.metric, unit, value, received, "mqtt")
         )
     return Observed(
         device_id=telemetry.device_id,

@@ -85,3 +85,12 @@ def test_error_message_points_at_the_bad_field() -> None:
     """A schema error says which field is wrong."""
     with pytest.raises(MessageError, match="result"):
         decode_message(Ack, b'{"command_id":"c","device_id":"d","result":"maybe","ts":1}')
+
+
+def test_a_message_nested_thousands_deep_is_invalid_not_a_crash() -> None:
+    """30,000 nested brackets fit in the size limit and overflow the JSON parser's recursion:
+    refused as ``invalid_message`` like any other bad message, never a RecursionError."""
+    raw = b'{"a":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    with pytest.raises(MessageError, match="nests too deeply") as caught:
+        decode_message(Telemetry, raw)
+    assert caught.value.reason == "invalid_message"
