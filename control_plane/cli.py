@@ -6,8 +6,10 @@ import gc
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -91,7 +93,17 @@ def serve(
     config = uvicorn.Config(
         application, host=settings.host, port=settings.port, log_config=None, access_log=False
     )
-    server = uvicorn.Server(config)
+    doorbell = application.state.doorbell
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            # A graceful shutdown waits for open requests, and work-doorbell waits are held
+            # up to 25 s: answer them now. From a thread, because this runs in a signal
+            # handler that may have interrupted the event loop inside the doorbell's lock.
+            threading.Thread(target=doorbell.close, name="brigade-doorbell-close").start()
+
+    server = Server(config)
     # uvicorn installs its own SIGTERM/SIGINT handlers (graceful shutdown) inside run(); this one
     # covers a signal that arrives before they are installed.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))

@@ -211,13 +211,13 @@ class ControlLoop:
 
     def tick(self) -> TickReport:
         """Read, decide, write what changed, publish (see the module docstring)."""
-        with self._tick_lock, _cyclic_gc_paused():
+        with self._tick_lock, _cyclic_gc_paused() as gc_pause:
             started = time.perf_counter()
-            report = self._tick()
+            report = self._tick(gc_pause)
             self._metrics.control_loop_seconds.observe(time.perf_counter() - started)
             return report
 
-    def _tick(self) -> TickReport:
+    def _tick(self, gc_pause: _GcPause) -> TickReport:
         memory = self._memory
         now = self._clock()
         with self._store.read() as reader:
@@ -262,7 +262,8 @@ class ControlLoop:
         )
         must_write = bool(sla_events or changes or replan_writes)
         if must_write:
-            with self._store.write() as tx:
+            # The collector runs while writing: the write lock may be waited on for long.
+            with gc_pause.lifted(), self._store.write() as tx:
                 alert_ids = self._write_sla(tx, inputs, sla_events, alert_ids, predictions)
                 _write_levels(tx, changes, signals, before, now=now)
                 if replan_writes:
@@ -614,8 +615,27 @@ def _work_within(inputs: LoopInputs, prep: PrepTimeModel, horizon_s: float) -> d
     return work
 
 
+class _GcPause:
+    """The cyclic collector held off by :func:`_cyclic_gc_paused` (``active``), and a way to
+    let it run again around a wait (:meth:`lifted`)."""
+
+    def __init__(self, *, active: bool) -> None:
+        self.active = active
+
+    @contextmanager
+    def lifted(self) -> Iterator[None]:
+        if not self.active:
+            yield
+            return
+        gc.enable()
+        try:
+            yield
+        finally:
+            gc.disable()
+
+
 @contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def _cyclic_gc_paused() -> Iterator[_GcPause]:
     """Hold off the cyclic garbage collector while a tick runs (its objects are freed by
     reference counting when it ends).
 
@@ -628,7 +648,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield _GcPause(active=was_enabled)
     finally:
         if was_enabled:
             gc.enable()

@@ -99,6 +99,9 @@ class WorkDoorbell:
         self._lock = threading.Lock()
         self._counters: dict[str, int] = {}
         self._waiters: dict[str, _Waiter] = {}
+        #: The same waiters by kitchen: a ring (one per order) touches only its kitchens'.
+        self._by_kitchen: dict[str, set[_Waiter]] = {}
+        self._closed = False
         _register(self)
 
     def version(self, kitchen_id: str) -> str:
@@ -122,12 +125,21 @@ class WorkDoorbell:
         if not kitchens:
             return 0
         with self._lock:
+            woken = 0
             for kitchen_id in kitchens:
                 self._counters[kitchen_id] = self._counters.get(kitchen_id, 0) + 1
-            woken = [w for w in self._waiters.values() if w.kitchen_id in kitchens]
-            for waiter in woken:
-                waiter.wake("rung")
-        return len(woken)
+                for waiter in self._by_kitchen.get(kitchen_id, ()):
+                    waiter.wake("rung")
+                    woken += 1
+        return woken
+
+    def close(self) -> None:
+        """The server is stopping: answer every wait now and every later one at once, so held
+        requests do not keep a graceful shutdown waiting for their timeout."""
+        with self._lock:
+            self._closed = True
+            for waiter in self._waiters.values():
+                waiter.wake("shutdown")
 
     def evict(self, agent_id: str) -> bool:
         """End the agent's wait now (its credential was revoked, say)."""
@@ -147,6 +159,8 @@ class WorkDoorbell:
             current = self._version(kitchen_id)
             if since != current:
                 return WorkSignal(current, True, "changed")
+            if self._closed:
+                return WorkSignal(current, False, "shutdown")
             if timeout_s <= 0:
                 return WorkSignal(current, False, "timeout")
             waiter = _Waiter(kitchen_id, asyncio.get_running_loop())
@@ -154,6 +168,7 @@ class WorkDoorbell:
             if previous is not None:
                 previous.wake("replaced")
             self._waiters[agent_id] = waiter
+            self._by_kitchen.setdefault(kitchen_id, set()).add(waiter)
         try:
             await asyncio.wait_for(waiter.event.wait(), timeout=timeout_s)
         except TimeoutError:
@@ -162,6 +177,11 @@ class WorkDoorbell:
             with self._lock:
                 if self._waiters.get(agent_id) is waiter:
                     del self._waiters[agent_id]
+                same_kitchen = self._by_kitchen.get(kitchen_id)
+                if same_kitchen is not None:
+                    same_kitchen.discard(waiter)
+                    if not same_kitchen:
+                        del self._by_kitchen[kitchen_id]
                 woke = waiter.woke or "timeout"
                 current = self._version(kitchen_id)
         return WorkSignal(current, current != since, woke)

@@ -374,6 +374,8 @@ class DoorbellWatch:
     version: str | None = None
     #: False once the control plane said it has no doorbell.
     enabled: bool = True
+    #: When (monotonic) a new control-plane epoch last had a sync scheduled (:meth:`_heard`).
+    epoch_wake_at: float | None = None
 
     async def run(self, stopped: asyncio.Event) -> None:
         """Watch until ``stopped`` is set (or the doorbell turns out not to exist)."""
@@ -408,12 +410,15 @@ class DoorbellWatch:
                     log.info("the control plane has no work doorbell; syncing at the interval")
                     self.enabled = False
                     return
-                delay = max(self.interval_s, backoff.next_delay())
+                # Jitter above the interval, not under it (a max() would round most draws up
+                # to exactly the interval): a fleet cut off by one server crash comes back
+                # spread over an interval, not all in the same instant.
+                delay = self.interval_s + backoff.next_delay()
                 error = str(exc)
             except Exception as exc:
                 # A bug must not end the watch, nor make it spin.
                 log.exception("unexpected work doorbell error")
-                delay = max(self.interval_s, backoff.next_delay())
+                delay = self.interval_s + backoff.next_delay()
                 error = repr(exc)
             else:
                 if failing:
@@ -422,11 +427,6 @@ class DoorbellWatch:
                 backoff.reset()
                 heard = self.clock.monotonic()
                 due = lease_due is not None and heard >= lease_due
-                if answer.version != self.version:
-                    self.version = answer.version
-                    due = True
-                if due:
-                    self.wake_sync()
                 lease_due = (
                     None
                     if answer.next_lease_at is None
@@ -434,11 +434,22 @@ class DoorbellWatch:
                     + max(0.0, answer.next_lease_at - answer.server_time)
                     + LEASE_DUE_MARGIN_S
                 )
+                if answer.version != self.version:
+                    spread_due = self._heard(answer.version, heard)
+                    if spread_due is None:
+                        due = True
+                    else:
+                        lease_due = spread_due if lease_due is None else min(lease_due, spread_due)
+                if due:
+                    self.wake_sync()
                 if not due and heard - asked < wait_s / 2:
                     # Nothing new, yet answered long before the wait asked (the request was
                     # replaced, or something on the way answers early): no faster than the
                     # interval, or a misbehaving path would have the agent polling in a loop.
-                    await _pause(stopped, self.interval_s - (heard - asked))
+                    pause_s = self.interval_s - (heard - asked)
+                    if lease_due is not None:
+                        pause_s = min(pause_s, lease_due - heard)
+                    await _pause(stopped, pause_s)
                 continue
             # Once per outage at warning level: the sync loop reports the control plane's state.
             log.log(
@@ -448,6 +459,32 @@ class DoorbellWatch:
             )
             failing = True
             await _pause(stopped, delay)
+
+    def _heard(self, version: str, heard: float) -> float | None:
+        """Take a new work version; returns when to sync for it: None for at once (the
+        kitchen's work changed), or a time (monotonic) when it came from another epoch.
+
+        A new epoch is a restarted control plane (or another replica behind a balancer): the
+        whole fleet hears it at the same moment and for most agents nothing changed, so the
+        sync it calls for is spread over one interval, and such syncs are at least an interval
+        apart (replicas answering in turn would otherwise have the agent syncing in a loop).
+        """
+        previous, self.version = self.version, version
+        if previous is None or _epoch(previous) == _epoch(version):
+            return None
+        scheduled = self.epoch_wake_at
+        if scheduled is not None and heard < scheduled:
+            return scheduled  # one is coming already
+        at = heard + (self.rng or random).uniform(0.0, self.interval_s)
+        if scheduled is not None:
+            at = max(at, scheduled + self.interval_s)
+        self.epoch_wake_at = at
+        return at
+
+
+def _epoch(version: str) -> str:
+    """The control-plane process a work version comes from (``"3f9a1c2e.17"`` -> ``3f9a1c2e``)."""
+    return version.rpartition(".")[0]
 
 
 async def _unless_stopped(stopped: asyncio.Event, work: Awaitable[T]) -> T | None:

@@ -15,6 +15,7 @@ missing newlines) into candidate lines without ever buffering more than one fram
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -148,25 +149,32 @@ def parse_probe_check(frame: Frame) -> tuple[float, float]:
     >>> parse_probe_check(Frame(FrameType.CHK, "probe-1", 3, ("32.9", "32.0", "F")))
     (0.5, 0.0)
 
-    Raises :class:`FrameError` (``bad_value``) like :func:`parse_temperature`.
+    Raises :class:`FrameError` (``bad_value``) for a non-number, an unknown unit or a
+    reference no probe could be checked against (-60..400 °C). The reading itself may be
+    anything finite: a probe reading 900 °C in iced water is exactly what a check must catch.
     """
     if frame.type is not FrameType.CHK:
         raise FrameError(f"{frame.type} frame carries no probe check", reason="bad_value")
     reading, reference, unit = frame.fields
     # Rounded to the millidegree: a Fahrenheit probe's 32.9 is 0.5 °C, not 0.50000000001.
-    return round(_celsius(reading, unit), 3), round(_celsius(reference, unit), 3)
+    return (
+        round(_celsius(reading, unit, bounded=False), 3),
+        round(_celsius(reference, unit), 3),
+    )
 
 
-def _celsius(text: str, unit: str) -> float:
+def _celsius(text: str, unit: str, *, bounded: bool = True) -> float:
     try:
         value = float(text)
     except ValueError as exc:
         raise FrameError(f"temperature {text!r} is not a number", reason="bad_value") from exc
+    if not math.isfinite(value):
+        raise FrameError(f"temperature {text!r} is not a number", reason="bad_value")
     if unit == "F":
         value = (value - 32.0) * 5.0 / 9.0
     elif unit != "C":
         raise FrameError(f"unknown temperature unit {unit!r}", reason="bad_value")
-    if not -60.0 <= value <= 400.0:
+    if bounded and not -60.0 <= value <= 400.0:
         raise FrameError(f"temperature {value:.1f} °C is out of range", reason="bad_value")
     return value
 

@@ -238,6 +238,8 @@ class SerialLink:
                     self._config_state[key] = "ok" if result == "ok" else "err"
             if result != "ok":
                 log.warning("probe refused a setting", extra={"path": self.path, "key": key})
+            # Every frame a probe sends takes its seq: counted, or the next one looks like a gap.
+            self._submit(Observed(frame.device_id, "serial", frame.seq, now))
         elif frame.type is FrameType.CHK:
             # Staff checked the probe against a reference; the monitor keeps it as evidence
             # and raises probe_inaccurate when it is off by more than the probe's accuracy.
@@ -252,6 +254,7 @@ class SerialLink:
             )
             if not self._sink.submit(check):
                 self.drops.drop("ingest_full", f"{frame.device_id}: ingest queue full")
+            self._submit(Observed(frame.device_id, "serial", frame.seq, now))
         elif frame.type is FrameType.ERR:
             self.sensor_errors += 1
             self._submit(Observed(frame.device_id, "serial", frame.seq, now))

@@ -184,3 +184,25 @@ def test_a_running_agent_takes_new_work_long_before_its_interval(
         )
         took = time.monotonic() - accepted_at
     assert took < 5.0, took
+
+
+def test_a_held_doorbell_does_not_hold_up_a_graceful_shutdown(
+    control_plane: ControlPlane, agent: ScriptedAgent
+) -> None:
+    """SIGTERM while an agent holds a 20 s wait: the wait is answered (unchanged) at once and
+    the server exits 0 within a couple of seconds, not after the wait's timeout."""
+
+    async def scenario() -> tuple[WorkResponse, float, int | None]:
+        async with doorbell(control_plane, agent) as bell:
+            first = await bell.work(since=None, wait_s=0)
+            waiting = asyncio.ensure_future(bell.work(since=first.version, wait_s=20))
+            done, _ = await asyncio.wait({waiting}, timeout=0.5)
+            assert not done, "the wait was answered before the stop"
+            stopping = time.monotonic()
+            code = await asyncio.to_thread(control_plane.process.stop)
+            answer = await asyncio.wait_for(waiting, timeout=5)
+            return answer, time.monotonic() - stopping, code
+
+    answer, took, code = asyncio.run(scenario())
+    assert (answer.changed, code) == (False, 0)
+    assert took < 5.0, took

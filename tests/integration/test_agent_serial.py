@@ -138,9 +138,10 @@ def test_an_unanswered_setting_is_sent_again_after_a_replug(
 def test_a_probe_check_frame_reaches_the_monitor_as_a_probe_check(
     pty_probe: PtyProbe, sink: ListSink
 ) -> None:
-    """CHK (reading, reference, unit) arrives as a ProbeCheck in °C; a CHK with a value no
-    probe reads is dropped as bad_value and counted, and the link goes on."""
-    bad = encode_frame(Frame(FrameType.CHK, "probe-1", 1, ("999.0", "0.0", "C")))
+    """CHK (reading, reference, unit) arrives as a ProbeCheck in °C and takes its seq like any
+    frame (no false gap); a CHK in an unknown unit is dropped as bad_value and counted, and the
+    link goes on."""
+    bad = encode_frame(Frame(FrameType.CHK, "probe-1", 1, ("0.4", "0.0", "K")))
     good = encode_frame(Frame(FrameType.CHK, "probe-1", 2, ("33.8", "32.0", "F")))
     with reading(make_link(pty_probe, sink)) as link:
         wait_until(lambda: link.state == "up", timeout=10, what="port open")
@@ -155,3 +156,4 @@ def test_a_probe_check_frame_reaches_the_monitor_as_a_probe_check(
         None,
     )
     assert link.drops.counts() == {"bad_value": 1}
+    assert [item.seq for item in sink.of(Observed)] == [2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -369,6 +370,34 @@ def test_doorbell_errors_back_off_no_faster_than_the_interval_and_wake_nothing()
     assert min(gaps) >= 0.1, gaps
     assert gaps[2] >= 0.3, gaps
     assert len(wakes.at) == 1 and wakes.at[0] >= times[3]
+
+
+def test_after_a_crash_the_retries_are_spread_above_the_interval() -> None:
+    """The server went away: retries wait the interval plus a jittered backoff, so a fleet
+    cut off at the same instant does not come back in the same instant (gaps vary)."""
+    down = [ControlPlaneUnreachable("refused") for _ in range(6)]
+    link = ScriptedDoorbell(*down)
+    run_watch(watch(link, Wakes(), rng=random.Random(3)), until=lambda: len(link.calls) == 7)
+    times = [at for _, _, at in link.calls]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.1, gaps
+    assert sum(gap > 0.12 for gap in gaps) >= 4, gaps
+
+
+def test_a_new_control_plane_epoch_spreads_its_sync_and_replicas_cannot_make_it_spin() -> None:
+    """Answers alternating between two processes' epochs (replicas behind a balancer; a
+    restart is one such change): the sync is woken within an interval of the first change,
+    not on every answer, and never twice within an interval."""
+    alternating = [answer(version) for version in ["b.0", "a.1"] * 5]
+    link = ScriptedDoorbell(answer("a.1"), *alternating)
+    wakes = Wakes()
+    run_watch(watch(link, wakes, rng=random.Random(7)), until=lambda: len(link.calls) == 11)
+    first, *spread = wakes.at
+    assert first - link.calls[0][2] < 0.05  # the first answer is a change: at once
+    assert spread and spread[0] - link.calls[1][2] <= 0.1 + 0.05
+    gaps = [later - earlier for earlier, later in itertools.pairwise(spread)]
+    assert all(gap >= 0.1 - 0.01 for gap in gaps), gaps
+    assert len(spread) <= 1 + (link.calls[-1][2] - link.calls[1][2]) / 0.1
 
 
 def test_early_answers_with_nothing_new_are_not_followed_faster_than_the_interval() -> None:

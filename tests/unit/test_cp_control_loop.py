@@ -887,6 +887,34 @@ def test_a_tick_runs_without_the_cyclic_collector_and_restores_it(
     assert seen and not any(seen)
 
 
+def test_the_collector_runs_while_a_tick_writes(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause covers computing, not a write that may wait on the store's lock: during the
+    write the collector is on (if it was before the tick), and off again after it."""
+    backpressure_overrides.set_override(
+        store, "k1", level="shed", reason="drill", until=None, now=T0, actor="ops"
+    )
+    writing: list[bool] = []
+    write = store.write
+
+    def watched_write() -> Any:
+        writing.append(gc.isenabled())
+        return write()
+
+    monkeypatch.setattr(store, "write", watched_write)
+    loop = ControlLoop(
+        store=store,
+        settings=settings,
+        metrics=Metrics(),
+        planning=PlanningState(),
+        clock=lambda: T0,
+    )
+    assert loop.tick().wrote
+    assert writing == [True]
+    assert gc.isenabled()
+
+
 def test_a_steady_scopes_published_decision_is_the_same_object_tick_after_tick(
     store: Store, settings: Settings
 ) -> None:

@@ -519,3 +519,45 @@ def test_wakeups_are_counted_by_why_they_ended(
     assert 'brigade_doorbell_wakeups_total{woke="changed"} 1.0' in text
     assert 'brigade_doorbell_wakeups_total{woke="timeout"} 1.0' in text
     assert "brigade_doorbell_waiters 0.0" in text
+
+
+def test_closing_answers_every_wait_and_each_later_one_at_once() -> None:
+    """The server is stopping: held waits end unchanged (``shutdown``), new ones do not wait;
+    a ring still counts for the agents' next sync after the restart."""
+
+    async def main() -> tuple[list[WorkSignal], WorkSignal, float]:
+        bell = WorkDoorbell(epoch="e")
+        waits = [
+            wait_in_task(bell, agent_id=f"a{n}", kitchen_id=f"k{n}", timeout_s=LONG_WAIT_S)
+            for n in (1, 2)
+        ]
+        await until_waiting(bell, 2)
+        closing = threading.Thread(target=bell.close)
+        closing.start()
+        held = list(await asyncio.gather(*waits))
+        closing.join()
+        started = time.monotonic()
+        later = await wait_in_task(bell, timeout_s=LONG_WAIT_S)
+        return held, later, time.monotonic() - started
+
+    held, later, took = asyncio.run(main())
+    assert [(s.changed, s.woke) for s in held] == [(False, "shutdown")] * 2
+    assert (later.changed, later.woke) == (False, "shutdown")
+    assert took < 1.0
+
+
+def test_a_ring_wakes_only_its_kitchens_waiters_among_many() -> None:
+    """Waiters are found by kitchen: of 50 agents in 50 kitchens, a ring for k7 wakes one."""
+
+    async def main() -> tuple[int, int]:
+        bell = WorkDoorbell(epoch="e")
+        waits = [
+            wait_in_task(bell, agent_id=f"a{n}", kitchen_id=f"k{n}", timeout_s=0.3)
+            for n in range(50)
+        ]
+        await until_waiting(bell, 50)
+        woken = bell.ring(["k7"])
+        signals = await asyncio.gather(*waits)
+        return woken, sum(s.woke == "rung" for s in signals)
+
+    assert asyncio.run(main()) == (1, 1)

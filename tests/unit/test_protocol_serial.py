@@ -38,15 +38,27 @@ def test_valid_frame_vector_decodes(vector: Vector) -> None:
     ("fields", "why"),
     [
         (("abc", "0.0", "C"), "not a number"),
+        (("nan", "0.0", "C"), "not a number"),
+        (("0.4", "inf", "C"), "not a number"),
         (("0.4", "0.0", "K"), "unit"),
-        (("999", "0", "C"), "range"),
+        (("0.4", "999", "C"), "range"),
     ],
 )
 def test_a_probe_check_with_a_bad_value_is_a_bad_value(fields: tuple[str, ...], why: str) -> None:
-    """A CHK frame that decodes but carries no usable temperatures is dropped as bad_value."""
+    """A CHK frame that decodes but carries no usable temperatures (or a reference no probe
+    is checked against) is dropped as bad_value."""
     with pytest.raises(FrameError, match=why) as caught:
         parse_probe_check(Frame(FrameType.CHK, "probe-1", 1, fields))
     assert caught.value.reason == "bad_value"
+
+
+def test_a_check_reading_far_off_is_kept_for_the_monitor_to_judge() -> None:
+    """A probe reading 999 °C in iced water is the failure a check exists to catch: parsed,
+    not dropped (the monitor raises probe_inaccurate)."""
+    assert parse_probe_check(Frame(FrameType.CHK, "probe-1", 1, ("999.0", "0.0", "C"))) == (
+        999.0,
+        0.0,
+    )
 
 
 @pytest.mark.parametrize("vector", [v for v in VECTORS if not v.valid], ids=lambda v: v.name)
