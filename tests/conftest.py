@@ -25,6 +25,13 @@ def chaos_count(default: int) -> int:
     return int(os.environ.get("BRIGADE_CHAOS_COUNT", default))
 
 
+def soak_timeout(*, default: int, per_trial_s: float) -> float:
+    """A soak test's time limit for its :func:`chaos_count` trials: the suite's 120 s covers
+    the few trials CI runs, and ``make chaos`` (hundreds) gets ``per_trial_s`` for each, so
+    the limit still catches a hang without failing a long soak for being long."""
+    return max(120.0, 60.0 + per_trial_s * chaos_count(default))
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A real Mosquitto on a free loopback port; ``broker.restart()`` restarts it mid-test."""

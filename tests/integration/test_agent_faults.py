@@ -26,7 +26,7 @@ from protocol import Channel, Lease, RecipeStep
 from simulators.broker import Broker
 from simulators.chaos import FaultProxy
 from simulators.processes import ManagedProcess, wait_until
-from tests.conftest import chaos_count
+from tests.conftest import chaos_count, soak_timeout
 from tests.fixtures_agent import CookingOven
 from tests.integration.test_agent_mqtt import birth, device_client, publish, status
 from tests.observer import BusObserver, observe
@@ -122,6 +122,7 @@ def assert_task_story_once(fake: FakeControlPlane, bus: BusObserver, task_id: st
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(soak_timeout(default=4, per_trial_s=20))
 def test_kill_9_at_random_points_never_starts_twice_loses_or_duplicates_an_event(
     tmp_path: Path, broker: Broker
 ) -> None:

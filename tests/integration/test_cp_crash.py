@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import chaos_count
+from tests.conftest import chaos_count, soak_timeout
 from tests.harness import ControlPlane, wait_until
 from tests.integration.test_cp_api import order_body, setup_kitchen, setup_sku
 
@@ -66,6 +66,7 @@ def kitchen_cp(control_plane: ControlPlane) -> Iterator[ControlPlane]:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(soak_timeout(default=5, per_trial_s=15))
 def test_kill_9_during_intake_loses_no_answered_order_and_duplicates_none(
     kitchen_cp: ControlPlane,
 ) -> None:
