@@ -24,6 +24,10 @@ from control_plane.errors import NotFound
 from control_plane.queries import Reader
 from control_plane.store import Store
 
+#: The ``agent_id`` of the alerts the control plane raises itself (``sla_at_risk``,
+#: ``low_stock``): alerts are keyed by the agent that raised them.
+CONTROL_PLANE_SOURCE = "control-plane"
+
 
 def alert_view(row: sqlite3.Row) -> dict[str, Any]:
     """One alert as the operators' API shows it."""

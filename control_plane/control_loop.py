@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from control_plane import audit
+from control_plane.alerts import CONTROL_PLANE_SOURCE
 from control_plane.config import Settings
 from control_plane.loop_inputs import (
-    SYSTEM_ALERT_SOURCE,
     LoopInputs,
     open_sla_alerts,
     read_inputs,
@@ -418,9 +418,9 @@ class ControlLoop:
         for event in events:
             if event.kind == "raised":
                 alert_id = f"sla-{event.order_id}-{int(event.at * 1000)}"
-                ids[event.order_id] = (SYSTEM_ALERT_SOURCE, alert_id)
+                ids[event.order_id] = (CONTROL_PLANE_SOURCE, alert_id)
                 tx.insert_sla_alert(
-                    agent_id=SYSTEM_ALERT_SOURCE,
+                    agent_id=CONTROL_PLANE_SOURCE,
                     alert_id=alert_id,
                     kitchen_id=kitchens.get(event.order_id) or "",
                     order_id=event.order_id,
@@ -432,7 +432,7 @@ class ControlLoop:
                 )
                 action = "order.sla_at_risk"
             else:
-                agent_id, alert_id = ids.pop(event.order_id, (SYSTEM_ALERT_SOURCE, ""))
+                agent_id, alert_id = ids.pop(event.order_id, (CONTROL_PLANE_SOURCE, ""))
                 tx.resolve_alert(
                     agent_id=agent_id, alert_id=alert_id, resolution=event.message, at=event.at
                 )

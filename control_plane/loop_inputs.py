@@ -95,8 +95,6 @@ class LoopInputs:
     flagged: Mapping[str, str]  # task id -> flag reason, also of tasks no longer open
 
 
-#: Who raises the control plane's own alerts (the ``agent_id`` column of the alerts table).
-SYSTEM_ALERT_SOURCE = "control-plane"
 SLA_ALERT_KIND = "sla_at_risk"
 #: Equipment that measures rather than cooks gives no capacity (as intake plans it).
 NOT_CAPACITY = frozenset({"probe"})

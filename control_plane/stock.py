@@ -26,14 +26,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from control_plane import audit
+from control_plane.alerts import CONTROL_PLANE_SOURCE
 from control_plane.audit import iso
 from control_plane.errors import NotFound
 from control_plane.queries import Reader
 from control_plane.schemas import StockDelivery
 from control_plane.store import Store, Writer
 
-#: The ``agent_id`` of alerts the control plane raises itself (alerts are keyed by agent).
-CONTROL_PLANE_SOURCE = "control-plane"
 LOW_STOCK = "low_stock"
 #: Why a reservation was given back (``stock_reservations.release_reason``, audit ``reason``).
 ORDER_CANCELLED = "order_cancelled"

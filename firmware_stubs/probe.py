@@ -153,7 +153,8 @@ class ProbeFirmware:
         self.seq += 1
         self.uart.write(encode_frame(kind, self.device_id, self.seq, fields))
 
-    def send_reading(self) -> None:
+    def read_sensor(self) -> "float | None":
+        """The sensor's value in the probe's unit, or None once ``ERR open_circuit`` is sent."""
         try:
             value = self.sensor.read()  # type: float | None
         except OSError:
@@ -161,10 +162,17 @@ class ProbeFirmware:
         if value is None:
             self.sensor_ok = False
             self.send("ERR", ("open_circuit",))
-            return
+            return None
         self.sensor_ok = True
-        if self.unit == "F":
-            value = value * 9.0 / 5.0 + 32.0
+        return self.in_unit(value)
+
+    def in_unit(self, celsius: float) -> float:
+        return celsius * 9.0 / 5.0 + 32.0 if self.unit == "F" else celsius
+
+    def send_reading(self) -> None:
+        value = self.read_sensor()
+        if value is None:
+            return
         self.send("TMP", (format_value(value), self.unit))
         self.readings_sent += 1
         if self.readings_sent % self.status_every == 0:
@@ -172,18 +180,10 @@ class ProbeFirmware:
 
     def check(self) -> None:
         """The check button: the reading and the reference, in the probe's unit."""
-        try:
-            value = self.sensor.read()  # type: float | None
-        except OSError:
-            value = None
+        value = self.read_sensor()
         if value is None:
-            self.sensor_ok = False
-            self.send("ERR", ("open_circuit",))
             return
-        reference = self.check_ref
-        if self.unit == "F":
-            value = value * 9.0 / 5.0 + 32.0
-            reference = reference * 9.0 / 5.0 + 32.0
+        reference = self.in_unit(self.check_ref)
         self.send("CHK", (format_value(value), format_value(reference), self.unit))
 
     # -- input --------------------------------------------------------------------------------

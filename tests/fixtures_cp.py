@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from control_plane.migrations import MIGRATIONS
+from control_plane.store import _statements
 from tests.harness import ControlPlane
 
 #: Starts a control plane with settings (``BRIGADE_*`` environment variables), e.g.
@@ -45,3 +48,17 @@ def shared_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         yield server
     finally:
         server.stop()
+
+
+def store_before(path: Path, migration: str) -> sqlite3.Connection:
+    """A store file at ``path`` as a release before ``migration`` left it (every earlier
+    migration applied), open in autocommit for the test to add that release's rows; close
+    it, and ``Store.open(path)`` applies the rest."""
+    names = [name for name, _ in MIGRATIONS]
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for name, script in MIGRATIONS[: names.index(migration)]:
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, 0.0))
+    return conn

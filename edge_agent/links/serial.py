@@ -252,8 +252,7 @@ class SerialLink:
                 badge=None,  # a serial probe has no badge reader
                 at=now,
             )
-            if not self._sink.submit(check):
-                self.drops.drop("ingest_full", f"{frame.device_id}: ingest queue full")
+            self._submit(check)
             self._submit(Observed(frame.device_id, "serial", frame.seq, now))
         elif frame.type is FrameType.ERR:
             self.sensor_errors += 1
@@ -266,6 +265,6 @@ class SerialLink:
             raise FrameError(f"{frame.type} frames go to probes, not from them", reason="bad_type")
         self.frames_ok += 1
 
-    def _submit(self, item: Observed) -> None:
+    def _submit(self, item: Observed | ProbeCheck) -> None:
         if not self._sink.submit(item):
             self.drops.drop("ingest_full", f"{item.device_id}: ingest queue full")

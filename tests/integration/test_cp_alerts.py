@@ -5,7 +5,6 @@ resolution (the condition cleared) is not an acknowledgement (a person's act).""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from control_plane.app import create_app
 from control_plane.config import Settings
 from control_plane.control_loop import ControlLoop
 from control_plane.metrics import Metrics
-from control_plane.migrations import MIGRATIONS
 from control_plane.planning_state import PlanningState
 from control_plane.schemas import StockDelivery
-from control_plane.store import Store, Writer, _statements
+from control_plane.store import Store, Writer
+from tests.fixtures_cp import store_before
 
 T0 = 1_800_000_000.0
 
@@ -193,12 +192,7 @@ def test_alerts_the_loop_resolved_before_0008_lose_their_system_acknowledgement(
     """Stored at 0007 as acknowledged by ``control-loop``: after 0008 it is unacknowledged,
     its resolution kept; a person's acknowledgement is left as it was."""
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for name, script in MIGRATIONS[:7]:
-        for statement in _statements(script):
-            conn.execute(statement)
-        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, T0))
+    conn = store_before(path, "0008_reservations_follow_moves_and_alert_resolution")
     conn.executemany(
         "INSERT INTO alerts (agent_id, alert_id, kitchen_id, kind, severity, message, raised_at,"
         " resolved_at, acknowledged_at, acknowledged_by, corrective_action)"

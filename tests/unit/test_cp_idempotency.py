@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,8 @@ from hypothesis import strategies as st
 from control_plane.config import Settings
 from control_plane.errors import IdempotencyKeyInFlight, IdempotencyKeyReuse
 from control_plane.intake import KeysInFlight, purge_expired_keys, request_hash, stored_answer
-from control_plane.migrations import MIGRATIONS
-from control_plane.store import Store, _statements
+from control_plane.store import Store
+from tests.fixtures_cp import store_before
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -143,13 +142,7 @@ def test_answers_stored_before_scoping_belong_to_the_operator_the_audit_names(
     order (from the audit trail) and still replays for them only; an answer whose order the
     audit does not name can no longer be replayed by anyone."""
     path = tmp_path / "old.db"
-    before = [name for name, _ in MIGRATIONS].index("0012_idempotency_scope")
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for name, script in MIGRATIONS[:before]:
-        for statement in _statements(script):
-            conn.execute(statement)
-        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, 0.0))
+    conn = store_before(path, "0012_idempotency_scope")
     conn.execute(
         "INSERT INTO orders (id, idempotency_key, status, promised_by, destination,"
         " transport_min, priority, created_at, updated_at)"

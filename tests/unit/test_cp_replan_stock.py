@@ -19,12 +19,12 @@ from control_plane.config import Settings
 from control_plane.control_loop import ControlLoop
 from control_plane.loop_inputs import read_inputs
 from control_plane.metrics import Metrics
-from control_plane.migrations import MIGRATIONS
 from control_plane.planning.replan import ReplanSettings
 from control_plane.planning_state import PlanningState
 from control_plane.replanning import apply_replan, plan_replan
 from control_plane.schemas import KitchenCreate, OrderCreate, SkuCreate, StockDelivery
-from control_plane.store import Store, _statements
+from control_plane.store import Store
+from tests.fixtures_cp import store_before
 
 T0 = 1_800_000_000.0
 
@@ -279,12 +279,7 @@ def test_reservations_made_before_migration_0008_are_kept(tmp_path: Path) -> Non
     """A store at 0007 with a held and a released reservation keeps both through 0008; the
     released one is recorded as given back for a cancellation."""
     path = tmp_path / "old.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    for name, script in MIGRATIONS[:7]:
-        for statement in _statements(script):
-            conn.execute(statement)
-        conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, T0))
+    conn = store_before(path, "0008_reservations_follow_moves_and_alert_resolution")
     conn.execute(
         "INSERT INTO orders (id, idempotency_key, status, promised_by, destination,"
         " transport_min, priority, created_at, updated_at)"
