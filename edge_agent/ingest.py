@@ -2,8 +2,9 @@
 
 Links (MQTT, serial) never write to the store themselves: they :meth:`Ingest.submit` what they
 decoded into a bounded queue and return at once, so a slow disk never stalls paho's network
-thread or a serial reader. One thread, ``brigade-ingest``, drains the queue every
-``flush_s`` and, per flush:
+thread or a serial reader. MQTT telemetry, nearly all of the traffic, is queued undecoded
+(:meth:`Ingest.submit_raw`) and decoded here, a flush at a time, with the link's decoder.
+One thread, ``brigade-ingest``, drains the queue every ``flush_s`` and, per flush:
 
 * tracks device ``seq`` gaps (messages the broker dropped) and last-seen times;
 * feeds temperatures to the :class:`~edge_agent.monitor.SafetyMonitor`; an alert is committed
@@ -15,10 +16,10 @@ thread or a serial reader. One thread, ``brigade-ingest``, drains the queue ever
   online device's health (``degraded``/``failed``, :mod:`edge_agent.health`) the same way.
 
 A full queue drops the reading and counts it (``queue_full``); status changes have their own
-queue so a telemetry flood cannot push them out. The telemetry queue is a deque under a lock
-rather than a :class:`queue.Queue`: nobody blocks on it (links never wait, the ingest thread
-wakes on its timer), and a flush takes everything queued in one step instead of one ``get``
-per message.
+queue so a telemetry flood cannot push them out. The telemetry queue is a bare deque rather
+than a :class:`queue.Queue`: nobody blocks on it (links never wait, the ingest thread wakes on
+its timer), and its ``append`` and ``popleft`` are atomic, so producers take no lock (two links
+racing for the last place may overshoot the bound by one).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from edge_agent.readings import (
     CorrectiveAction,
     Observed,
     ProbeCheck,
+    RawTelemetry,
     ReadingIn,
     SeqTracker,
     StatusSeen,
@@ -82,8 +84,8 @@ class Ingest:
         self.seqs = SeqTracker()
         self.health = HealthTracker()
         self.windows = WindowAggregator(window_s=window_s)
-        self._observed: deque[Observed] = deque()
-        self._observed_lock = threading.Lock()
+        #: Arrival order across links and kinds (a device's seq is checked in that order).
+        self._observed: deque[Observed | RawTelemetry] = deque()
         #: Rare and precious (status changes, staff actions): a queue of their own.
         self._statuses: queue.Queue[StatusSeen | CorrectiveAction | ProbeCheck] = queue.Queue(
             maxsize=1000
@@ -105,10 +107,9 @@ class Ingest:
     def submit(self, item: Observed | StatusSeen | CorrectiveAction | ProbeCheck) -> bool:
         """Queue ``item`` without blocking; ``False`` (and counted) when the queue is full."""
         if isinstance(item, Observed):
-            with self._observed_lock:
-                if len(self._observed) < self.queue_size:
-                    self._observed.append(item)
-                    return True
+            if len(self._observed) < self.queue_size:
+                self._observed.append(item)
+                return True
             self.count_drop("queue_full", len(item.readings) or 1)
             return False
         try:
@@ -118,6 +119,16 @@ class Ingest:
             return False
         self._urgent.set()  # a status change or a staff action is recorded at once
         return True
+
+    def submit_raw(self, item: RawTelemetry) -> bool:
+        """Queue an undecoded telemetry message (decoded by the next flush); ``False`` (and
+        counted as one dropped reading: its readings are not known yet) when the queue is
+        full."""
+        if len(self._observed) < self.queue_size:
+            self._observed.append(item)
+            return True
+        self.count_drop("queue_full")
+        return False
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         with self._counts_lock:
@@ -164,7 +175,14 @@ class Ingest:
         batch = self._take_batch()
         heard: dict[str, _Heard] = {}
         readings: list[ReadingIn] = []
-        for item in batch:
+        for queued in batch:
+            if isinstance(queued, RawTelemetry):
+                decoded = queued.decode(queued)
+                if decoded is None:
+                    continue  # dropped and counted by the link that received it
+                item = decoded
+            else:
+                item = queued
             device = heard.get(item.device_id)
             if device is None:
                 device = heard[item.device_id] = _Heard(item.link, item.at)
@@ -219,13 +237,11 @@ class Ingest:
             self.readings_ingested += taken
         return taken
 
-    def _take_batch(self) -> deque[Observed] | list[Observed]:
+    def _take_batch(self) -> list[Observed | RawTelemetry]:
         """Up to ``max_batch`` queued messages, oldest first; the rest wait for the next flush."""
-        with self._observed_lock:
-            if len(self._observed) <= self.max_batch:
-                batch, self._observed = self._observed, deque()
-                return batch
-            return [self._observed.popleft() for _ in range(self.max_batch)]
+        queued = self._observed
+        take = queued.popleft  # atomic: links keep appending meanwhile
+        return [take() for _ in range(min(len(queued), self.max_batch))]
 
     def apply(self, actions: Actions, *, at: float) -> None:
         """Persist the monitor's decisions: each alert with its evidence, then the rest.

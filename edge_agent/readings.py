@@ -15,6 +15,7 @@ readings with their times and writes what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -53,6 +54,23 @@ class Observed(NamedTuple):
     mode: str | None = None
     #: A device ``event`` as ``(name, severity)`` (equipment health: alarms degrade it).
     event: tuple[str, str] | None = None
+
+
+class RawTelemetry(NamedTuple):
+    """A telemetry message as the MQTT link received it, not yet decoded.
+
+    Telemetry is nearly all of the device plane's traffic. The link stamps it and queues the
+    bytes; the ingest thread decodes a whole flush of them in one go with ``decode`` (the
+    link's own decoder: same checks, same counted drops), which keeps paho's network thread
+    (the one that acknowledges to the broker) short and costs less CPU than decoding one
+    message at a time between socket reads.
+    """
+
+    device_id: str
+    at: float
+    payload: bytes
+    #: Turns this message into what it observed, or ``None`` when it is dropped (and counted).
+    decode: Callable[[RawTelemetry], Observed | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -377,3 +377,125 @@ def test_a_flush_takes_at_most_max_batch(tmp_path: Path) -> None:
         assert [ingest.flush() for _ in range(4)] == [2, 2, 1, 0]
         assert ingest.seqs.last("fridge-1") == 5
         assert ingest.seqs.missed_total == 0
+
+
+def linked_ingest(store: Store) -> tuple[MqttLink, Ingest]:
+    """A link whose sink is the ingest loop: telemetry goes in undecoded."""
+    ingest = ingest_on(store)
+    link = MqttLink(
+        agent_id="a1", kitchen_id="k1", host="127.0.0.1", port=1, inbox=queue.Queue(), sink=ingest
+    )
+    return link, ingest
+
+
+REFUSED = [
+    (b"{not json", "not_json"),
+    (b"", "not_json"),
+    (b"[]", "invalid_message"),
+    (json.dumps(telemetry(v="2.0")).encode(), "unsupported_version"),
+    (json.dumps(telemetry(device_id="fridge-2")).encode(), "device_mismatch"),
+    (json.dumps(telemetry(pad="x" * MAX_MESSAGE_BYTES)).encode(), "too_large"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reason"), REFUSED)
+def test_telemetry_decoded_at_flush_is_refused_as_when_decoded_at_once(
+    tmp_path: Path, payload: bytes, reason: str
+) -> None:
+    """Queued undecoded, refused telemetry is counted by the link under the same reason when
+    the ingest loop decodes it, and the good message beside it still goes in."""
+    with Store.open(tmp_path / "agent.db", boot_id="b") as store:
+        link, ingest = linked_ingest(store)
+        good = json.dumps(telemetry(seq=8)).encode()
+        link.handle_message("brigade/v1/k1/fridge-1/telemetry", payload)
+        link.handle_message("brigade/v1/k1/fridge-1/telemetry", good)
+        assert link.drops.counts() == {}  # nothing is decoded on paho's thread
+        assert ingest.counts()["queue_depth"] == 2
+        assert ingest.flush() == 1
+        assert link.drops.counts() == {reason: 1}
+        assert ingest.seqs.last("fridge-1") == 8
+
+
+def test_deferred_telemetry_keeps_its_arrival_time_and_order_with_other_messages(
+    tmp_path: Path,
+) -> None:
+    """Telemetry decoded later is stamped when it arrived and checked for seq gaps in arrival
+    order with the device's other messages (a state between two readings is no gap)."""
+    with Store.open(tmp_path / "agent.db", boot_id="b") as store:
+        link, ingest = linked_ingest(store)
+        topic = "brigade/v1/k1/fridge-1/{}"
+        link.handle_message(topic.format("telemetry"), json.dumps(telemetry(seq=1)).encode())
+        state = {"v": "1.0", "device_id": "fridge-1", "seq": 2, "ts": T0, "mode": "idle"}
+        link.handle_message(topic.format("state"), json.dumps(state).encode())
+        link.handle_message(topic.format("telemetry"), json.dumps(telemetry(seq=3)).encode())
+        [first, middle, last] = list(ingest._observed)
+        assert first.at <= middle.at <= last.at
+        assert ingest.flush() == 2
+        assert ingest.seqs.missed_total == 0
+        assert ingest.seqs.last("fridge-1") == 3
+        assert link.drops.counts() == {}
+
+
+def test_an_unexpected_decoding_error_loses_one_message_not_the_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in decoding one message is counted as ``internal_error``; the rest of the flush
+    is taken in."""
+    def flaky(model: type[WireModel], raw: bytes) -> WireModel:
+        if b'"seq": 2,' in raw:
+            raise RuntimeError("bug")
+        return decode_message(model, raw)
+
+    monkeypatch.setattr("edge_agent.links.mqtt.decode_message", flaky)
+    with Store.open(tmp_path / "agent.db", boot_id="b") as store:
+        link, ingest = linked_ingest(store)
+        for seq in (1, 2, 3):
+            link.handle_message(
+                "brigade/v1/k1/fridge-1/telemetry", json.dumps(telemetry(seq=seq)).encode()
+            )
+        assert ingest.flush() == 2
+        assert link.drops.counts() == {"internal_error": 1}
+
+
+def test_a_full_queue_refuses_undecoded_telemetry_and_counts_it(tmp_path: Path) -> None:
+    """Undecoded telemetry counts against the same bound; a refused message is counted once by
+    the ingest loop (``queue_full``) and once by the link (``ingest_full``)."""
+    with Store.open(tmp_path / "agent.db", boot_id="b") as store:
+        ingest = Ingest(store=store, monitor=monitor(), clock=FakeClock(), queue_size=1)
+        link = MqttLink(
+            agent_id="a1",
+            kitchen_id="k1",
+            host="127.0.0.1",
+            port=1,
+            inbox=queue.Queue(),
+            sink=ingest,
+        )
+        for seq in (1, 2):
+            link.handle_message(
+                "brigade/v1/k1/fridge-1/telemetry", json.dumps(telemetry(seq=seq)).encode()
+            )
+        assert ingest.counts()["dropped"] == {"queue_full": 1}
+        assert link.drops.counts() == {"ingest_full": 1}
+        assert ingest.flush() == 1
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_paho_debug_lines_are_skipped_unless_debug_is_on(
+    debug: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """paho's per-packet DEBUG lines cost CPU in a flood: they reach the log only when its
+    logger is enabled for DEBUG; warnings and errors always do."""
+    import logging
+
+    from paho.mqtt.enums import CallbackAPIVersion, LogLevel
+
+    from edge_agent.links.mqtt import _Client
+
+    logger = logging.getLogger("test.paho")
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="t", debug=debug)
+    client.enable_logger(logger)
+    with caplog.at_level(logging.DEBUG, logger="test.paho"):
+        client._easy_log(LogLevel.MQTT_LOG_DEBUG, "Received PUBLISH (m%d)", 1)
+        client._easy_log(LogLevel.MQTT_LOG_WARNING, "socket trouble %s", "x")
+    messages = [r.getMessage() for r in caplog.records if r.name == "test.paho"]
+    assert messages == (["Received PUBLISH (m1)"] if debug else []) + ["socket trouble x"]
