@@ -54,6 +54,7 @@ from protocol import (
     State,
     Status,
     Telemetry,
+    TopicParts,
     decode_message,
     encode_message,
     is_reserved_device_id,
@@ -211,6 +212,11 @@ _MODELS: dict[Channel, type[Any]] = {
     Channel.ACK: Ack,
 }
 _DEVICE_MESSAGES = (Birth, State, Telemetry, DeviceEvent, Ack)
+#: How many telemetry topics (devices) the link remembers as accepted; beyond, it parses.
+_TELEMETRY_TOPICS = 4096
+#: Builds a :class:`RawTelemetry` from a tuple without the named tuple's Python ``__new__``
+#: (one per telemetry message, on paho's network thread).
+_new_raw = RawTelemetry._make
 
 
 class MqttLink:
@@ -247,6 +253,8 @@ class MqttLink:
         self._sink = sink
         #: Telemetry goes undecoded to a sink that decodes in batches (see :class:`DeviceSink`).
         self._submit_raw: Callable[[RawTelemetry], bool] | None = getattr(sink, "submit_raw", None)
+        #: Topic -> device id of the kitchen's telemetry topics seen so far (bounded).
+        self._telemetry_topics: dict[str, str] = {}
         self._keepalive_s = keepalive_s
         self._session_expiry_s = session_expiry_s
         self._connected = threading.Event()
@@ -397,6 +405,10 @@ class MqttLink:
 
     def handle_message(self, topic: str, payload: bytes) -> None:
         """Decode one message and route it: registry, executor inbox, or a counted drop."""
+        device_id = self._telemetry_topics.get(topic)  # nearly every message: one lookup
+        if device_id is not None:
+            self._telemetry(device_id, topic, payload)
+            return
         try:
             parts = parse_topic(topic)
         except ProtocolError as exc:
@@ -404,16 +416,27 @@ class MqttLink:
             return
         if is_reserved_device_id(parts.device_id) or parts.kitchen_id != self.kitchen_id:
             return
-        if parts.channel is Channel.TELEMETRY:  # first: nearly every message is one
-            raw = RawTelemetry(parts.device_id, time.time(), payload, self._decode_telemetry)
-            if self._submit_raw is not None:
-                if not self._submit_raw(raw):
-                    self.drops.drop("ingest_full", f"{topic}: ingest queue full")
-                return
-            observed = self._decode_telemetry(raw)
-            if observed is not None:
-                self._submit(observed)
+        if parts.channel is Channel.TELEMETRY:
+            if len(self._telemetry_topics) < _TELEMETRY_TOPICS:
+                self._telemetry_topics[topic] = parts.device_id
+            self._telemetry(parts.device_id, topic, payload)
             return
+        self._decoded(parts, topic, payload)
+
+    def _telemetry(self, device_id: str, topic: str, payload: bytes) -> None:
+        """Telemetry from one of the kitchen's devices: queued undecoded when the sink decodes
+        in batches, else decoded now."""
+        raw = _new_raw((device_id, time.time(), payload, self._decode_telemetry))
+        if self._submit_raw is not None:
+            if not self._submit_raw(raw):
+                self.drops.drop("ingest_full", f"{topic}: ingest queue full")
+            return
+        observed = self._decode_telemetry(raw)
+        if observed is not None:
+            self._submit(observed)
+
+    def _decoded(self, parts: TopicParts, topic: str, payload: bytes) -> None:
+        """Every other message of the kitchen's devices: decoded and routed now."""
         model = _MODELS[parts.channel]
         if not payload and parts.channel in (Channel.BIRTH, Channel.STATUS):
             self.registry.forget(parts.device_id)

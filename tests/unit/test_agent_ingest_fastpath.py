@@ -441,6 +441,7 @@ def test_an_unexpected_decoding_error_loses_one_message_not_the_flush(
 ) -> None:
     """A bug in decoding one message is counted as ``internal_error``; the rest of the flush
     is taken in."""
+
     def flaky(model: type[WireModel], raw: bytes) -> WireModel:
         if b'"seq": 2,' in raw:
             raise RuntimeError("bug")
@@ -499,3 +500,22 @@ def test_paho_debug_lines_are_skipped_unless_debug_is_on(
         client._easy_log(LogLevel.MQTT_LOG_WARNING, "socket trouble %s", "x")
     messages = [r.getMessage() for r in caplog.records if r.name == "test.paho"]
     assert messages == (["Received PUBLISH (m1)"] if debug else []) + ["socket trouble x"]
+
+
+def test_only_the_kitchens_own_telemetry_topics_take_the_short_way(tmp_path: Path) -> None:
+    """The link remembers accepted telemetry topics (a bounded map); another kitchen's or a
+    reserved device id's messages are never remembered and never queued."""
+    from edge_agent.links import mqtt as mqtt_link
+
+    with Store.open(tmp_path / "agent.db", boot_id="b") as store:
+        link, ingest = linked_ingest(store)
+        good = json.dumps(telemetry()).encode()
+        for topic in ("brigade/v1/k2/fridge-1/telemetry", "brigade/v1/k1/agent/telemetry"):
+            link.handle_message(topic, good)
+            link.handle_message(topic, good)
+        assert ingest.counts()["queue_depth"] == 0
+        assert link._telemetry_topics == {}
+        for n in range(mqtt_link._TELEMETRY_TOPICS + 10):
+            link.handle_message(f"brigade/v1/k1/fridge-{n}/telemetry", b"{}")
+        assert len(link._telemetry_topics) == mqtt_link._TELEMETRY_TOPICS
+        assert ingest.counts()["queue_depth"] == mqtt_link._TELEMETRY_TOPICS + 10
