@@ -521,22 +521,22 @@ class MqttLink:
         Runs on the ingest thread for the ingest loop (see :class:`DeviceSink`), so it never
         raises: a flush must not lose the rest of its batch to one message.
         """
-        where = f"{raw.device_id}/telemetry"
         try:
             decoded = decode_message(Telemetry, raw.payload)
         except ProtocolError as exc:
-            self.drops.drop(exc.reason, f"{where}: {exc}")
+            self.drops.drop(exc.reason, f"{raw.device_id}/telemetry: {exc}")
             return None
         except Exception as exc:
             log.exception("unexpected error decoding telemetry")
             self.drops.drop("internal_error", repr(exc))
             return None
         if decoded.device_id != raw.device_id:
-            self.drops.drop("device_mismatch", f"{where}: device_id {decoded.device_id!r}")
+            where = f"{raw.device_id}/telemetry: device_id {decoded.device_id!r}"
+            self.drops.drop("device_mismatch", where)
             return None
         observed = _observed(decoded, raw.at)
         if len(observed.readings) < len(decoded.readings):
-            self.drops.drop("non_finite", f"{where}: NaN or infinite reading")
+            self.drops.drop("non_finite", f"{raw.device_id}/telemetry: NaN or infinite reading")
         return observed
 
     def _submit(self, item: Observed | StatusSeen | CorrectiveAction | ProbeCheck) -> None:
