@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -81,13 +82,19 @@ def run(*, seconds: float = 8.0, concurrency: tuple[int, ...] = (1, 16, 64)) -> 
             ).encode()
             run_id = uuid.uuid4().hex[:8]
 
-            def order(n: int) -> bytes:
-                headers = {
-                    **auth,
-                    "Content-Type": "application/json",
-                    "Idempotency-Key": f"bench-{run_id}-{n}",
-                }
-                return build_request("POST", "/v1/orders", host, headers, body)
+            def orders(c: int) -> Callable[[int], bytes]:
+                """The n-th order of the run at concurrency ``c``: a key of its own, so every
+                request is a new order (a key reused across levels would be a cheap replay)."""
+
+                def order(n: int) -> bytes:
+                    headers = {
+                        **auth,
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": f"bench-{run_id}-c{c}-{n}",
+                    }
+                    return build_request("POST", "/v1/orders", host, headers, body)
+
+                return order
 
             empty = build_request("GET", "/healthz", host, {})
             for c in concurrency:
@@ -100,7 +107,7 @@ def run(*, seconds: float = 8.0, concurrency: tuple[int, ...] = (1, 16, 64)) -> 
                     accept={200},
                 )
                 load = closed_loop(
-                    cp.host, cp.port, order, concurrency=c, seconds=seconds, accept={201}
+                    cp.host, cp.port, orders(c), concurrency=c, seconds=seconds, accept={201}
                 )
                 params = {
                     "concurrency": c,

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -172,59 +172,108 @@ def submit_order(
 
     ``planning`` holds the control loop's backpressure decisions and prep-time model (none
     given: every scope normal, recipe durations)."""
-    planning = planning if planning is not None else PlanningState()
     # Keys are the operator's own (``actor``, the API token's name): another operator's equal
     # key is another request.
-    scope = actor
-    with in_flight.hold(scope, key):
-        with store.read() as reader:
-            replay = stored_answer(
-                reader, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
-            )
-            # Admission is decided here, on a read transaction and the published decisions,
-            # so a shed request never queues in the single writer behind accepted orders.
-            admission = None if replay is not None else _admission(reader, order, planning)
-        if replay is not None:
-            return replay
-        if admission is not None and admission.verdict.status == 429:
-            return _shed_answer(admission.verdict, key=key)
-
-        def decide(tx: Writer) -> IntakeAnswer:
-            # Checked again under the write lock: another process may have answered meanwhile.
-            replay = stored_answer(
-                tx, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
-            )
-            if replay is not None:
-                return replay
-            tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
-            answer = _plan_and_record(
-                tx,
-                order,
-                key=key,
-                now=now,
-                actor=actor,
-                settings=settings,
-                planning=planning,
-                admission=admission,
-            )
-            if answer.stored:
-                tx.insert_idempotency_answer(
-                    scope=scope,
-                    key=key,
-                    request_hash=body_hash,
-                    response_status=answer.status,
-                    response_media_type=answer.media_type,
-                    response_body=answer.body,
-                    created_at=now,
-                )
-            return answer
-
+    with in_flight.hold(actor, key):
+        step = _first_look(
+            store, order, key=key, body_hash=body_hash, now=now, actor=actor,
+            settings=settings, planning=planning,
+        )  # fmt: skip
+        if isinstance(step, IntakeAnswer):
+            return step
         # Group-committed with concurrent intakes: one fsync per batch, and no answer before
         # the batch that holds this order (and its answer under the key) is on disk.
-        answer = store.submit(decide)
+        answer = store.submit(step)
     # Committed: the kitchens' agents may sync for their new tasks now, not at their interval.
     ring_kitchens(answer.kitchens)
     return answer
+
+
+async def submit_order_on_loop(
+    store: Store,
+    order: OrderCreate,
+    *,
+    key: str,
+    body_hash: str,
+    now: float,
+    actor: str,
+    settings: Settings,
+    in_flight: KeysInFlight,
+    planning: PlanningState | None = None,
+) -> IntakeAnswer:
+    """:func:`submit_order` for the API's event loop: the same decision, taken on the loop
+    thread and group-committed with the orders of the same turn of the loop
+    (:meth:`Store.submit_on_loop`); the answer comes once its batch is on disk."""
+    with in_flight.hold(actor, key):
+        step = _first_look(
+            store, order, key=key, body_hash=body_hash, now=now, actor=actor,
+            settings=settings, planning=planning,
+        )  # fmt: skip
+        if isinstance(step, IntakeAnswer):
+            return step
+        answer = await store.submit_on_loop(step)
+    ring_kitchens(answer.kitchens)
+    return answer
+
+
+def _first_look(
+    store: Store,
+    order: OrderCreate,
+    *,
+    key: str,
+    body_hash: str,
+    now: float,
+    actor: str,
+    settings: Settings,
+    planning: PlanningState | None,
+) -> IntakeAnswer | Callable[[Writer], IntakeAnswer]:
+    """The answer when a read settles it (a replay, or shed by backpressure), else the unit of
+    work that decides the order in a write transaction."""
+    planning = planning if planning is not None else PlanningState()
+    scope = actor
+    with store.read() as reader:
+        replay = stored_answer(
+            reader, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
+        )
+        # Admission is decided here, on a read transaction and the published decisions,
+        # so a shed request never queues in the single writer behind accepted orders.
+        admission = None if replay is not None else _admission(reader, order, planning)
+    if replay is not None:
+        return replay
+    if admission is not None and admission.verdict.status == 429:
+        return _shed_answer(admission.verdict, key=key)
+
+    def decide(tx: Writer) -> IntakeAnswer:
+        # Checked again under the write lock: another process may have answered meanwhile.
+        replay = stored_answer(
+            tx, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
+        )
+        if replay is not None:
+            return replay
+        tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
+        answer = _plan_and_record(
+            tx,
+            order,
+            key=key,
+            now=now,
+            actor=actor,
+            settings=settings,
+            planning=planning,
+            admission=admission,
+        )
+        if answer.stored:
+            tx.insert_idempotency_answer(
+                scope=scope,
+                key=key,
+                request_hash=body_hash,
+                response_status=answer.status,
+                response_media_type=answer.media_type,
+                response_body=answer.body,
+                created_at=now,
+            )
+        return answer
+
+    return decide
 
 
 class _ShedLog:

@@ -341,4 +341,61 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         DROP INDEX orders_by_idempotency_key;
         """,
     ),
+    (
+        # Booked slot intervals per station, identical ones counted together, kept by the
+        # database itself as tasks change (like 0004): intake reads a station's few distinct
+        # intervals instead of scanning every open task of it, whose number grows with the
+        # orders on the books.
+        "0013_station_bookings",
+        """
+        CREATE TABLE station_bookings (
+            kitchen_id TEXT NOT NULL, station_id TEXT NOT NULL,
+            planned_finish REAL NOT NULL, start_after REAL NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (kitchen_id, station_id, planned_finish, start_after)) WITHOUT ROWID;
+        INSERT INTO station_bookings (kitchen_id, station_id, planned_finish, start_after, n)
+            SELECT kitchen_id, station_id, planned_finish, start_after, COUNT(*) FROM prep_tasks
+            WHERE state IN ('planned', 'leased', 'started') AND planned_finish IS NOT NULL
+                AND start_after IS NOT NULL
+            GROUP BY kitchen_id, station_id, planned_finish, start_after;
+        CREATE TRIGGER bookings_on_insert AFTER INSERT ON prep_tasks
+            WHEN NEW.state IN ('planned', 'leased', 'started') AND NEW.planned_finish IS NOT NULL
+                AND NEW.start_after IS NOT NULL
+        BEGIN
+            INSERT INTO station_bookings (kitchen_id, station_id, planned_finish, start_after, n)
+                VALUES (NEW.kitchen_id, NEW.station_id, NEW.planned_finish, NEW.start_after, 1)
+                ON CONFLICT (kitchen_id, station_id, planned_finish, start_after)
+                DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER bookings_on_update
+            AFTER UPDATE OF state, kitchen_id, station_id, planned_finish, start_after
+            ON prep_tasks
+        BEGIN
+            UPDATE station_bookings SET n = n - 1
+                WHERE OLD.state IN ('planned', 'leased', 'started')
+                AND kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id
+                AND planned_finish = OLD.planned_finish AND start_after = OLD.start_after;
+            DELETE FROM station_bookings
+                WHERE kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id
+                AND planned_finish = OLD.planned_finish AND start_after = OLD.start_after
+                AND n <= 0;
+            INSERT INTO station_bookings (kitchen_id, station_id, planned_finish, start_after, n)
+                SELECT NEW.kitchen_id, NEW.station_id, NEW.planned_finish, NEW.start_after, 1
+                WHERE NEW.state IN ('planned', 'leased', 'started')
+                    AND NEW.planned_finish IS NOT NULL AND NEW.start_after IS NOT NULL
+                ON CONFLICT (kitchen_id, station_id, planned_finish, start_after)
+                DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER bookings_on_delete AFTER DELETE ON prep_tasks
+            WHEN OLD.state IN ('planned', 'leased', 'started')
+        BEGIN
+            UPDATE station_bookings SET n = n - 1
+                WHERE kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id
+                AND planned_finish = OLD.planned_finish AND start_after = OLD.start_after;
+            DELETE FROM station_bookings
+                WHERE kitchen_id = OLD.kitchen_id AND station_id = OLD.station_id
+                AND planned_finish = OLD.planned_finish AND start_after = OLD.start_after
+                AND n <= 0;
+        END;
+        """,
+    ),
 )

@@ -389,11 +389,10 @@ class Reader:
     ) -> list[sqlite3.Row]:
         """Slot intervals ``[start_after, planned_finish)`` of the station's open tasks that
         overlap ``[after, before)``, identical intervals counted together (``n``)."""
+        # Kept by triggers as tasks change (migration 0013): one row per distinct interval.
         return self._all(
-            "SELECT start_after, planned_finish, COUNT(*) AS n FROM prep_tasks"
-            " WHERE kitchen_id = ? AND station_id = ? AND planned_finish > ?"
-            " AND start_after < ? AND state IN ('planned', 'leased', 'started')"
-            " GROUP BY start_after, planned_finish",
+            "SELECT start_after, planned_finish, n FROM station_bookings"
+            " WHERE kitchen_id = ? AND station_id = ? AND planned_finish > ? AND start_after < ?",
             (kitchen_id, station_id, after, before),
         )
 

@@ -603,16 +603,17 @@ def _rejection(order_id: str, reasons: Mapping[str, str]) -> Rejection:
 
 def _freeze(tasks: list[_Task], world: World) -> tuple[TaskPlan, ...]:
     """Frozen task plans, each with a slot index (interval colouring per station)."""
+    # Only the stations that got a new task: a slot index depends on its own station alone.
     by_station: dict[tuple[str, str], list[tuple[float, float, int, str]]] = {}
-    for booking in world.bookings:
-        by_station.setdefault((booking.kitchen_id, booking.station_id), []).append(
-            (booking.start, booking.end, 0, booking.task_id)
-        )
     for n, task in enumerate(tasks):
         p = task.placement
         by_station.setdefault((p.kitchen_id, p.station_id), []).append(
             (p.start, p.planned_finish, 1, str(n))
         )
+    for booking in world.bookings:
+        intervals = by_station.get((booking.kitchen_id, booking.station_id))
+        if intervals is not None:
+            intervals.append((booking.start, booking.end, 0, booking.task_id))
     slot_of: dict[int, int] = {}
     for intervals in by_station.values():
         free: list[int] = []

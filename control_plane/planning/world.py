@@ -1,4 +1,4 @@
-"""The plain data the planning cores read and return: a table of frozen dataclasses.
+"""The plain data the planning cores read and return: frozen dataclasses (and one tuple).
 
 Inputs: :class:`World` (kitchens with stations, equipment, stock and reachability; SKUs;
 committed bookings; learned prep times) and :class:`OrderRequest`. Outputs: :class:`BatchPlan`
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from control_plane.planning.prep_times import PrepTimeModel
 
@@ -130,9 +131,11 @@ class KitchenSpec:
         return kinds <= healthy
 
 
-@dataclass(frozen=True)
-class Booking:
-    """Committed work occupying one slot of a station over ``[start, end)``."""
+class Booking(NamedTuple):
+    """Committed work occupying one slot of a station over ``[start, end)``.
+
+    A tuple, not a dataclass: intake builds one per slot level of every candidate station for
+    every order."""
 
     kitchen_id: str
     station_id: str

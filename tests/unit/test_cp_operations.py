@@ -447,3 +447,59 @@ def test_open_work_per_station_follows_every_task_change(store: Store, settings:
     stored, summed = stored_and_summed()
     assert stored.keys() == summed.keys()
     assert all(stored[key] == pytest.approx(summed[key]) for key in summed)
+
+
+def _bookings_stored_and_counted(store: Store) -> tuple[dict[Any, int], dict[Any, int]]:
+    """The booked intervals the triggers keep, and the same counted over the open tasks."""
+    with store.read() as reader:
+        conn = reader._conn
+        stored = {
+            (r["kitchen_id"], r["station_id"], r["start_after"], r["planned_finish"]): r["n"]
+            for r in conn.execute("SELECT * FROM station_bookings")
+        }
+        counted = {
+            (r["kitchen_id"], r["station_id"], r["start_after"], r["planned_finish"]): r["n"]
+            for r in conn.execute(
+                "SELECT kitchen_id, station_id, start_after, planned_finish, COUNT(*) AS n"
+                " FROM prep_tasks WHERE state IN ('planned', 'leased', 'started')"
+                " GROUP BY kitchen_id, station_id, start_after, planned_finish"
+            )
+        }
+    return stored, counted
+
+
+def test_booked_intervals_follow_every_task_change(store: Store, settings: Settings) -> None:
+    """The booked intervals intake plans against (kept by triggers, migration 0013) always
+    equal the open tasks counted by interval: through intake, lease, start, done, cancel,
+    reassignment, a re-planned start (its planned finish follows), a move and a deletion. No
+    emptied interval is left behind."""
+    orders_placed = [place(store, settings) for _ in range(6)]
+    stored, counted = _bookings_stored_and_counted(store)
+    assert stored == counted and sum(stored.values()) == 6
+    box = enroll(store, settings)
+    first, *_ = box.sync(T0 + 1)[0].leases
+    box.sync(T0 + 2, [box.started(first, at=T0 + 2), box.done(first, at=T0 + 3)])
+    open_orders = [o for o in orders_placed if task_of(store, o)["id"] != first.task_id]
+    cancel(store, open_orders[0], now=T0 + 4)
+    leases.reassign(
+        store,
+        task_of(store, open_orders[1])["id"],
+        kitchen_id="k2",
+        reason="balance",
+        now=T0 + 5,
+        actor="ops",
+        unreachable_after_s=UNREACHABLE_AFTER_S,
+    )
+    assert _bookings_stored_and_counted(store)[0] == _bookings_stored_and_counted(store)[1]
+    moved, gone = task_of(store, open_orders[2])["id"], task_of(store, open_orders[3])["id"]
+    with store.write() as tx:
+        conn = tx._conn
+        conn.execute("UPDATE prep_tasks SET start_after = start_after - 600 WHERE id = ?", (moved,))
+        conn.execute("UPDATE prep_tasks SET station_id = 'cold-line' WHERE id = ?", (moved,))
+        conn.execute("DELETE FROM task_orders WHERE task_id = ?", (gone,))
+        conn.execute("DELETE FROM stock_reservations WHERE task_id = ?", (gone,))
+        conn.execute("DELETE FROM prep_tasks WHERE id = ?", (gone,))
+    stored, counted = _bookings_stored_and_counted(store)
+    assert stored == counted
+    assert all(n > 0 for n in stored.values())
+    assert sum(stored.values()) == 6 - 1 - 1 - 1  # done, cancelled, deleted

@@ -3,6 +3,7 @@ their own."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -63,6 +64,65 @@ def test_a_lone_unit_commits_in_the_callers_thread(store: Store) -> None:
 
     store.submit(work)
     assert seen == [threading.current_thread().name]
+
+
+def test_units_from_the_event_loop_share_a_transaction_and_fail_alone(store: Store) -> None:
+    """Units submitted in one turn of the loop run in one transaction on the loop thread: a
+    later unit sees an earlier one's uncommitted row, the failing one leaves no trace and gets
+    its own error, and every answer comes after the commit (another connection sees the rows
+    by then)."""
+    seen: dict[str, object] = {}
+
+    def count_kitchens(tx: Writer) -> int:
+        seen["thread"] = threading.current_thread().name
+        return len(tx.kitchens())
+
+    async def main() -> list[object]:
+        seen["loop_thread"] = threading.current_thread().name
+        return list(
+            await asyncio.gather(
+                store.submit_on_loop(add_kitchen("k1")),  # type: ignore[arg-type]
+                store.submit_on_loop(add_kitchen("k2", fail=True)),  # type: ignore[arg-type]
+                store.submit_on_loop(count_kitchens),
+                store.submit_on_loop(add_kitchen("k3")),  # type: ignore[arg-type]
+                return_exceptions=True,
+            )
+        )
+
+    results = asyncio.run(main())
+    other = Store(store.path)
+    with other.read() as reader:
+        kitchens = [row["id"] for row in reader.kitchens()]
+    other.close()
+    assert results[0] == "k1" and results[2] == 1 and results[3] == "k3"
+    assert isinstance(results[1], ValueError)
+    assert seen["thread"] == seen["loop_thread"]
+    assert kitchens == ["k1", "k3"]
+
+
+def test_a_unit_from_the_loop_waits_for_another_writer_without_blocking_the_loop(
+    store: Store,
+) -> None:
+    """While another thread holds the write lock the unit waits and the loop keeps running;
+    it commits once the lock is free."""
+
+    async def main() -> tuple[int, object]:
+        ticks = 0
+        store._write_lock.acquire()
+        pending: asyncio.Future[object] = asyncio.ensure_future(
+            store.submit_on_loop(add_kitchen("k1"))  # type: ignore[arg-type]
+        )
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not pending.done()
+        store._write_lock.release()
+        return ticks, await asyncio.wait_for(pending, timeout=10)
+
+    ticks, result = asyncio.run(main())
+    assert (ticks, result) == (20, "k1")
+    with store.read() as reader:
+        assert [row["id"] for row in reader.kitchens()] == ["k1"]
 
 
 def test_a_sync_writes_its_agents_row_in_one_statement_keeping_the_newest_sent_at(
