@@ -1073,6 +1073,10 @@ class LoopCommitter:
             self._conn = self._store._open_connection()
         return self._conn
 
+    def forget_connection(self) -> None:
+        """The store closed its connections: open a new one if used again."""
+        self._conn = None
+
 
 def _settle(future: asyncio.Future[Any], job: _Job[Any]) -> None:
     """Give ``job``'s outcome to the request waiting on ``future`` (unless it went away)."""
@@ -1213,6 +1217,7 @@ class Store:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
+        self._loop_committer.forget_connection()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
