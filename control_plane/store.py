@@ -1004,7 +1004,6 @@ class LoopCommitter:
         self._store = store
         self._max_batch = max_batch
         self._pending: list[tuple[_Job[Any], asyncio.Future[Any]]] = []
-        self._draining = False
         self._drainer: asyncio.Task[None] | None = None  # referenced, so not collected
         self._conn: sqlite3.Connection | None = None
 
@@ -1013,8 +1012,7 @@ class LoopCommitter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((_Job(work), future))
-        if not self._draining:
-            self._draining = True
+        if self._drainer is None or self._drainer.done():
             self._drainer = loop.create_task(self._drain(), name="brigade-loop-commit")
         return await future
 
@@ -1027,7 +1025,6 @@ class LoopCommitter:
                 del self._pending[: self._max_batch]
                 await self._commit(batch)
         finally:
-            self._draining = False
             for _, future in self._pending:  # only when the loop is shutting down
                 if not future.done():
                     future.set_exception(StoreError("the store is closing"))
