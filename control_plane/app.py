@@ -23,6 +23,7 @@ from control_plane.control_loop import ControlLoop
 from control_plane.deps import Services
 from control_plane.doorbell import WorkDoorbell
 from control_plane.intake import KeysInFlight, purge_expired_keys
+from control_plane.loop_process import LoopProcess
 from control_plane.metrics import Metrics
 from control_plane.observability import RequestMiddleware
 from control_plane.planning_state import PlanningState
@@ -38,13 +39,24 @@ def create_app(
     *,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    loop_process: bool = False,
 ) -> FastAPI:
-    """The app for ``settings``; the store is opened (and migrated) here, closed on shutdown."""
+    """The app for ``settings``; the store is opened (and migrated) here, closed on shutdown.
+
+    The control loop runs on a thread of this process, or with ``loop_process`` in a child
+    process (:mod:`control_plane.loop_process`; the real clock only, as the child has its
+    own)."""
+    if loop_process and clock is not time.time:
+        raise ValueError("a control loop in its own process runs on the real clock")
     the_store = store if store is not None else Store.open(settings.db_path)
     metrics = Metrics()
     planning = PlanningState()
-    control_loop = ControlLoop(
-        store=the_store, settings=settings, metrics=metrics, planning=planning, clock=clock
+    control_loop: ControlLoop | LoopProcess = (
+        LoopProcess(settings, metrics=metrics, planning=planning)
+        if loop_process
+        else ControlLoop(
+            store=the_store, settings=settings, metrics=metrics, planning=planning, clock=clock
+        )
     )
 
     async def purge_keys_every_interval() -> None:

@@ -82,7 +82,7 @@ def serve(
     settings = Settings(db_path=db, host=host, port=port)
     configure_logging(settings.log_level)
     try:
-        application = create_app(settings)
+        application = create_app(settings, loop_process=settings.control_loop == "process")
     except BrigadeError as exc:
         _fail(str(exc))
     # What exists now (modules, the app, its validators) lives as long as the process: frozen

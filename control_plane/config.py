@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: often; its backpressure signals count the work a kitchen's healthy slots can do within
     #: the horizon, and a level is held at least the dwell before it steps down.
     control_interval_s: float = Field(default=2.0, gt=0, le=300)
+    #: Where ``brigade serve`` runs the control loop: ``process`` (a child process, so its
+    #: ticks never hold up requests; :mod:`control_plane.loop_process`) or ``thread`` (a thread
+    #: of the server process).
+    control_loop: Literal["process", "thread"] = "process"
     backpressure_horizon_s: float = Field(default=3600.0, gt=0)
     backpressure_min_dwell_s: float = Field(default=60.0, ge=0)
     #: Re-planning runs as soon as a kitchen becomes affected (paused, offline, unreachable,

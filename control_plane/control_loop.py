@@ -132,8 +132,12 @@ class ControlLoop:
         planning: PlanningState,
         clock: Callable[[], float],
         lock: LoopLock | None = None,
+        after_tick: Callable[[], None] | None = None,
     ) -> None:
+        """``after_tick`` runs on the loop's thread after each tick that completed (the
+        control-loop process publishes its snapshot there)."""
         self._store = store
+        self._after_tick = after_tick
         self._lock = lock if lock is not None else LoopLock.beside(store.path)
         self._settings = settings
         self._metrics = metrics
@@ -176,6 +180,11 @@ class ControlLoop:
         """Tick as soon as possible (e.g. after an operator's override)."""
         self._wake.set()
 
+    @property
+    def prep_version(self) -> int:
+        """Changes whenever the learned prep-time model may have (its completion cursor)."""
+        return self._memory.cursor
+
     def lead(self) -> bool:
         """Take the store's control-loop lock if no other process holds it; whether this loop
         runs (:meth:`tick` itself does not check: tests and tools call it directly)."""
@@ -191,6 +200,7 @@ class ControlLoop:
                             log.warning("took over the control loop of %s", self._store.path)
                         standing_by = False
                         self.tick()
+                        self._published()
                     elif not standing_by:
                         standing_by = True
                         log.warning(
@@ -206,6 +216,15 @@ class ControlLoop:
                 self._wake.clear()
         finally:
             self._lock.release()
+
+    def _published(self) -> None:
+        if self._after_tick is None:
+            return
+        try:
+            self._after_tick()
+        except Exception:  # the tick's writes are committed; the next tick publishes again
+            self._metrics.control_loop_errors.inc()
+            log.exception("publishing the control loop's tick failed; retrying next interval")
 
     # -- one tick ----------------------------------------------------------------------------
 

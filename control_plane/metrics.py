@@ -1,8 +1,10 @@
-"""Prometheus metrics of one control-plane app, in its own registry (no global state)."""
+"""Prometheus metrics of one control-plane app, in its own registries (no global state)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class Metrics:
@@ -10,6 +12,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        #: The control loop's metrics (see ``loop_exposition``).
+        self.loop_registry = CollectorRegistry(auto_describe=True)
+        #: The control loop's exposition for ``/metrics``: this process's ``loop_registry``
+        #: when the loop runs here, else what its process last published.
+        self.loop_exposition: Callable[[], bytes] = lambda: generate_latest(self.loop_registry)
         self.request_seconds = Histogram(
             "brigade_http_request_duration_seconds",
             "HTTP request latency by route template",
@@ -127,83 +134,105 @@ class Metrics:
             ["woke"],
             registry=self.registry,
         )
-        # -- control loop
+        # -- control loop: a registry of its own. The loop may run in another process
+        # (:mod:`control_plane.loop_process`); its exposition then arrives with its snapshot.
         self.control_loop_seconds = Histogram(
             "brigade_control_loop_tick_seconds",
             "Duration of one control-loop tick (read, decide, write, publish)",
-            registry=self.registry,
+            registry=self.loop_registry,
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
         self.control_loop_errors = Counter(
             "brigade_control_loop_errors_total",
             "Control-loop ticks that failed (retried at the next interval)",
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.prep_abs_error_seconds = Histogram(
             "brigade_prep_prediction_abs_error_seconds",
             "|actual - predicted p50| prep duration of each completed task, before it was learned",
-            registry=self.registry,
+            registry=self.loop_registry,
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
         )
         self.prep_mean_abs_error_seconds = Gauge(
             "brigade_prep_prediction_mean_abs_error_seconds",
             "Mean absolute prep-time prediction error over every kitchen x SKU",
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.prep_bias_seconds = Gauge(
             "brigade_prep_prediction_bias_seconds",
             "Mean (actual - predicted p50) prep time; positive: kitchens slower than predicted",
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.prep_p90_coverage = Gauge(
             "brigade_prep_prediction_p90_coverage",
             "Share of completions within their predicted p90 (ideal 0.9)",
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.sla_alerts_raised = Counter(
             "brigade_sla_alerts_raised_total",
             "Orders predicted to miss their SLA, by cause",
             ["cause"],
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.sla_alerts_cleared = Counter(
             "brigade_sla_alerts_cleared_total",
             "SLA alerts resolved: cleared (back on time) or closed (order no longer open)",
             ["how"],
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.sla_alert_lead_seconds = Histogram(
             "brigade_sla_alert_lead_seconds",
             "How long before the promised time an SLA alert was raised",
-            registry=self.registry,
+            registry=self.loop_registry,
             buckets=(0, 60, 300, 600, 900, 1800, 3600, 7200),
         )
         self.backpressure_level = Gauge(
             "brigade_backpressure_level",
             "Backpressure level per scope (0 normal, 1 throttle, 2 shed, 3 pause; * = fleet)",
             ["scope"],
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.backpressure_changes = Counter(
             "brigade_backpressure_changes_total",
             "Backpressure level changes per scope, by the level entered",
             ["scope", "level"],
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.tasks_replanned = Counter(
             "brigade_tasks_replanned_total",
             "Tasks that could not have started moved by the re-planner, by reason",
             ["reason"],
-            registry=self.registry,
+            registry=self.loop_registry,
         )
         self.tasks_flagged = Counter(
             "brigade_tasks_flagged_total",
             "Tasks flagged for an operator (stranded_unreachable, no_feasible_kitchen)",
             ["reason"],
+            registry=self.loop_registry,
+        )
+        self.control_loop_restarts = Counter(
+            "brigade_control_loop_restarts_total",
+            "Control-loop processes that died and were started again by this server",
             registry=self.registry,
         )
+        self.planning_snapshot_errors = Counter(
+            "brigade_planning_snapshot_errors_total",
+            "Control-loop snapshots this server could not read (the last good one held)",
+            registry=self.registry,
+        )
+        self.planning_snapshot_age_seconds = Gauge(
+            "brigade_planning_snapshot_age_seconds",
+            "Age of the control-loop snapshot this server follows (NaN: none yet, or the"
+            " loop runs in this process)",
+            registry=self.registry,
+        )
+        self.planning_snapshot_age_seconds.set(float("nan"))
         self.stranded_tasks = Gauge(
             "brigade_stranded_tasks",
             "Tasks held by unreachable agents (computed at each scrape)",
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The text ``/metrics`` answers: the request path's metrics, then the loop's."""
+        return generate_latest(self.registry) + self.loop_exposition()

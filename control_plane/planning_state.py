@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from control_plane.planning.backpressure import GLOBAL, Actions, Decision
 from control_plane.planning.prep_times import PrepTimeModel
@@ -37,7 +38,9 @@ class PlanningState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._decisions: Mapping[str, Decision] = MappingProxyType({})
-        self._predictions: Mapping[str, Prediction] = MappingProxyType({})
+        #: Each order's prediction as its fields after ``order_id`` (built on lookup: a tick
+        #: publishes thousands, a request reads one).
+        self._predictions: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
         self._prep = PrepTimeModel()
 
     # -- read by the request path ------------------------------------------------------------
@@ -57,7 +60,13 @@ class PlanningState:
     def prediction(self, order_id: str) -> Prediction | None:
         """The latest SLA prediction of an open order (None: not evaluated yet, or closed)."""
         with self._lock:
-            return self._predictions.get(order_id)
+            row = self._predictions.get(order_id)
+        return None if row is None else Prediction(order_id, *row)
+
+    def prediction_rows(self) -> Mapping[str, tuple[Any, ...]]:
+        """Every prediction as plain values (see :meth:`publish_prediction_rows`)."""
+        with self._lock:
+            return self._predictions
 
     def prep_model(self) -> PrepTimeModel:
         """The learned prep-time model planning uses."""
@@ -71,9 +80,18 @@ class PlanningState:
             self._decisions = MappingProxyType(dict(decisions))
 
     def publish_predictions(self, predictions: Mapping[str, Prediction]) -> None:
+        rows = {order_id: _row(p) for order_id, p in predictions.items()}
+        self.publish_prediction_rows(rows)
+
+    def publish_prediction_rows(self, rows: Mapping[str, tuple[Any, ...]]) -> None:
+        """Predictions as :meth:`prediction_rows` gives them (from another process)."""
         with self._lock:
-            self._predictions = MappingProxyType(dict(predictions))
+            self._predictions = MappingProxyType(dict(rows))
 
     def publish_prep_model(self, model: PrepTimeModel) -> None:
         with self._lock:
             self._prep = model
+
+
+def _row(p: Prediction) -> tuple[Any, ...]:
+    return (p.ready_p50, p.ready_p90, p.handover_at, p.margin_s, p.miss_probability, p.cause)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from control_plane import fleet
 from control_plane.deps import ServicesDep
@@ -26,7 +26,7 @@ def healthz(services: ServicesDep) -> dict[str, str]:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 def metrics(services: ServicesDep) -> Response:
-    """Prometheus text exposition of this app's registry."""
+    """Prometheus text exposition: the request path's metrics and the control loop's."""
     now = services.clock()
     with services.store.read() as reader:
         holders = fleet.stale_agent_ids(
@@ -41,4 +41,4 @@ def metrics(services: ServicesDep) -> Response:
             after_position=0,
         )
     services.metrics.stranded_tasks.set(len(stranded))
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -848,7 +848,9 @@ def test_a_backpressure_gauge_follows_its_scopes_level(store: Store, settings: S
     )
 
     def level(scope: str) -> float | None:
-        return metrics.registry.get_sample_value("brigade_backpressure_level", {"scope": scope})
+        return metrics.loop_registry.get_sample_value(
+            "brigade_backpressure_level", {"scope": scope}
+        )
 
     loop.tick()
     assert level("k1") == 0.0
