@@ -135,11 +135,14 @@ class LoopProcess:
             stdin=subprocess.PIPE,
             close_fds=True,
         )
-        assert child.stdin is not None
-        child.stdin.write(self._settings.model_dump_json().encode() + b"\n")
-        child.stdin.flush()
         with self._child_lock:
             self._child = child
+        assert child.stdin is not None
+        try:
+            child.stdin.write(self._settings.model_dump_json().encode() + b"\n")
+            child.stdin.flush()
+        except BrokenPipeError:
+            return  # it died at once: the supervisor sees it and starts another
         log.info("control loop started in process %d", child.pid)
 
     def _supervise(self) -> None:
@@ -165,7 +168,10 @@ class LoopProcess:
                 return
             backoff = min(backoff * 2, RESTART_MAX_S)
             started = time.monotonic()
-            self._spawn()
+            try:
+                self._spawn()
+            except OSError:  # out of processes or memory: tried again after the backoff
+                log.exception("could not start the control-loop process")
 
 
 def _close_quietly(child: subprocess.Popen[bytes]) -> None:
