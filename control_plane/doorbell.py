@@ -133,6 +133,12 @@ class WorkDoorbell:
                     woken += 1
         return woken
 
+    def counts(self) -> dict[str, int]:
+        """How often each kitchen was rung here (a process without agents, the control loop's,
+        passes its rings on to the servers through its snapshot)."""
+        with self._lock:
+            return dict(self._counters)
+
     def close(self) -> None:
         """The server is stopping: answer every wait now and every later one at once, so held
         requests do not keep a graceful shutdown waiting for their timeout."""

@@ -45,6 +45,7 @@ from prometheus_client import generate_latest
 
 from control_plane.config import Settings
 from control_plane.control_loop import ControlLoop
+from control_plane.doorbell import WorkDoorbell, ring_kitchens
 from control_plane.metrics import Metrics
 from control_plane.planning_snapshot import PlanningFollower, path_beside, write
 from control_plane.planning_state import PlanningState
@@ -74,6 +75,9 @@ class LoopProcess:
             planning,
             interval_s=min(0.25, settings.control_interval_s / 4),
             on_error=metrics.planning_snapshot_errors.inc,
+            # Re-planning rings the doorbells of the process it runs in: the child has no
+            # agents waiting, so the rings travel with the snapshot to this one's.
+            on_rings=ring_kitchens,
         )
         metrics.loop_exposition = lambda: self._follower.metrics
         metrics.planning_snapshot_age_seconds.set_function(self._follower.age_s)
@@ -200,6 +204,7 @@ def main() -> int:
     metrics = Metrics()
     planning = PlanningState()
     snapshot = path_beside(store.path)
+    doorbell = WorkDoorbell()  # collects re-planning's rings, for the servers to ring
     loop: ControlLoop
 
     def publish() -> None:
@@ -209,6 +214,7 @@ def main() -> int:
             metrics=generate_latest(metrics.loop_registry),
             at=time.time(),
             prep_version=loop.prep_version,
+            rings=doorbell.counts(),
         )
 
     loop = ControlLoop(

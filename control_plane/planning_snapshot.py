@@ -80,6 +80,8 @@ class Snapshot:
     predictions: Mapping[str, tuple[Any, ...]]
     prep_blob: bytes
     metrics: bytes
+    #: How often the loop rang each kitchen's work doorbell since its process started.
+    rings: Mapping[str, int]
 
     def prep_model(self) -> PrepTimeModel:
         model = _loads(self.prep_blob)
@@ -100,20 +102,25 @@ def write(
     metrics: bytes,
     at: float,
     prep_version: int = 0,
+    rings: Mapping[str, int] | None = None,
+    pid: int | None = None,
 ) -> None:
     """Publish what ``planning`` holds now (atomically: temporary file, then rename).
 
     ``prep_version`` tells readers whether the model changed since they last loaded it (the
-    control loop passes its completion cursor), so they skip unpickling an unchanged one."""
+    control loop passes its completion cursor), so they skip unpickling an unchanged one.
+    ``rings``: how often the loop rang each kitchen's doorbell (re-planning moved work), for
+    the servers to ring theirs; counted since the process ``pid`` (default: this one) started."""
     payload = {
         "format": FORMAT,
         "at": at,
-        "pid": os.getpid(),
+        "pid": os.getpid() if pid is None else pid,
         "prep_version": prep_version,
         "decisions": tuple(_decision_row(d) for d in planning.decisions().values()),
         "predictions": dict(planning.prediction_rows()),
         "prep": pickle.dumps(planning.prep_model(), protocol=pickle.HIGHEST_PROTOCOL),
         "metrics": metrics,
+        "rings": dict(rings or {}),
     }
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -146,6 +153,7 @@ def read(path: Path) -> Snapshot:
             predictions=payload["predictions"],
             prep_blob=bytes(payload["prep"]),
             metrics=bytes(payload["metrics"]),
+            rings={str(k): int(n) for k, n in dict(payload["rings"]).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"{path} lacks {exc}") from exc
@@ -201,7 +209,8 @@ class PlanningFollower:
     """Keeps a process's :class:`PlanningState` equal to the snapshot file, on a thread.
 
     Every ``interval_s`` it looks at the file's identity (inode, size, modification time) and
-    loads it when that changed. ``metrics`` (the control loop's own exposition) is the text the
+    loads it when that changed; kitchens whose doorbell the loop rang are passed to
+    ``on_rings``. ``metrics`` (the control loop's own exposition) is the text the
     latest snapshot carried, for the process's ``/metrics``."""
 
     def __init__(
@@ -211,11 +220,14 @@ class PlanningFollower:
         *,
         interval_s: float = 0.25,
         on_error: Callable[[], None] | None = None,
+        on_rings: Callable[[set[str]], None] | None = None,
     ) -> None:
         self.path = path
         self._planning = planning
         self._interval_s = interval_s
         self._on_error = on_error
+        self._on_rings = on_rings
+        self._rings: tuple[int, Mapping[str, int]] | None = None
         self._seen: tuple[int, int, int] | None = None
         self._prep_version: int | None = None
         self._failing = False
@@ -282,6 +294,16 @@ class PlanningFollower:
         self._planning.publish_prediction_rows(snapshot.predictions)
         self.metrics = snapshot.metrics
         self.published_at = snapshot.at
+        self._pass_rings(snapshot)
+
+    def _pass_rings(self, snapshot: Snapshot) -> None:
+        """Ring here what the loop rang since the last snapshot seen (every kitchen it rang at
+        all, from a process not seen before: its counts start at its start)."""
+        seen = self._rings[1] if self._rings and self._rings[0] == snapshot.pid else {}
+        rung = {k for k, n in snapshot.rings.items() if n != seen.get(k, 0)}
+        self._rings = (snapshot.pid, snapshot.rings)
+        if rung and self._on_rings is not None:
+            self._on_rings(rung)
 
     def age_s(self, now: float | None = None) -> float:
         """Seconds since the snapshot in force was written (NaN: none loaded yet)."""

@@ -173,3 +173,28 @@ def test_write_replaces_atomically_and_leaves_no_temporary_file(tmp_path: Path) 
     write(path, PlanningState(), metrics=b"", at=T0 + 1)
     assert [p.name for p in tmp_path.iterdir()] == ["cp.db.planning"]
     assert read(path).at == T0 + 1
+
+
+def test_the_loops_doorbell_rings_are_passed_on_once_each(tmp_path: Path) -> None:
+    """Re-planning in the loop's process rings kitchens there; each server rings them again
+    for its own waiting agents, once per ring, including rings of ticks it did not load."""
+    path = tmp_path / "cp.db.planning"
+    rung: list[set[str]] = []
+    follower = PlanningFollower(path, PlanningState(), on_rings=rung.append)
+    state = PlanningState()
+
+    def publish(rings: dict[str, int], *, pid: int = 100) -> bool:
+        write(path, state, metrics=b"", at=T0, rings=rings, pid=pid)
+        os.utime(path, ns=(len(rung), len(rung) + 1 + sum(rings.values()) + pid))
+        return follower.poll()
+
+    assert publish({})
+    assert rung == []
+    assert publish({"k1": 1})
+    assert publish({"k1": 3, "k2": 1})  # two rings of k1 (one tick not seen) and k2's first
+    assert publish({"k1": 3, "k2": 1, "k3": 0})  # nothing new
+    assert rung == [{"k1"}, {"k1", "k2"}]
+    # A restarted loop process counts from zero: every kitchen it rang is rung.
+    assert publish({"k2": 1}, pid=101)
+    assert rung[-1] == {"k2"}
+    assert len(rung) == 3
