@@ -86,12 +86,6 @@ class LoopProcess:
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        """The running child's pid (None between a death and its restart)."""
-        child = self._child
-        return child.pid if child is not None and child.poll() is None else None
-
     def start(self) -> None:
         self._follower.poll()  # a snapshot already there (another server's loop) holds at once
         self._follower.start()

@@ -230,6 +230,8 @@ class PlanningFollower:
         self._rings: tuple[int, Mapping[str, int]] | None = None
         self._seen: tuple[int, int, int] | None = None
         self._prep_version: int | None = None
+        #: The rows of the decisions in force, to tell which ones a new snapshot changed.
+        self._decision_rows: dict[str, DecisionRow] = {}
         self._failing = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -285,11 +287,15 @@ class PlanningFollower:
             self._prep_version = snapshot.prep_version
         previous = self._planning.decisions()
         decisions: dict[str, Decision] = {}
+        rows: dict[str, DecisionRow] = {}
         for row in snapshot.decisions:
-            published = previous.get(row[0])
+            scope = row[0]
+            published = previous.get(scope)
             # An unchanged decision keeps its object (cheaper, and frees the new one at once).
-            same = published is not None and _decision_row(published) == tuple(row)
-            decisions[row[0]] = published if same and published is not None else _decision(row)
+            same = published is not None and self._decision_rows.get(scope) == row
+            decisions[scope] = published if same and published is not None else _decision(row)
+            rows[scope] = row
+        self._decision_rows = rows
         self._planning.publish_decisions(decisions)
         self._planning.publish_prediction_rows(snapshot.predictions)
         self.metrics = snapshot.metrics
