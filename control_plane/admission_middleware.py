@@ -104,6 +104,25 @@ class AdmissionMiddleware:
         self._lock = threading.Lock()
         for name in budgets:
             metrics.admission_rejected.labels(name)  # exported at 0 before the first refusal
+            # Read at scrape time: nothing per request.
+            metrics.admission_limit.labels(name).set_function(
+                functools.partial(self._read, name, "limit")
+            )
+            metrics.admission_in_flight.labels(name).set_function(
+                functools.partial(self._read, name, "in_flight")
+            )
+            metrics.admission_latency_ewma.labels(name).set_function(
+                functools.partial(self._read, name, "latency_ewma_s")
+            )
+            metrics.admission_target.labels(name).set_function(
+                functools.partial(self._target, name)
+            )
+
+    def _read(self, name: str, field: str) -> float:
+        return float(getattr(self.state.classes[name], field))
+
+    def _target(self, name: str) -> float:
+        return self.state.classes[name].target_s(self.monotonic())
 
     @property
     def state(self) -> AdmissionState:

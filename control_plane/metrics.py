@@ -121,6 +121,31 @@ class Metrics:
             ["traffic_class"],
             registry=self.registry,
         )
+        self.admission_limit = Gauge(
+            "brigade_admission_limit",
+            "Concurrency limit of a traffic class now (adapted to its latency)",
+            ["traffic_class"],
+            registry=self.registry,
+        )
+        self.admission_in_flight = Gauge(
+            "brigade_admission_in_flight",
+            "Admitted requests of a traffic class in progress now",
+            ["traffic_class"],
+            registry=self.registry,
+        )
+        self.admission_latency_ewma = Gauge(
+            "brigade_admission_latency_ewma_seconds",
+            "Smoothed latency of a traffic class's admitted requests (about the last five)",
+            ["traffic_class"],
+            registry=self.registry,
+        )
+        self.admission_target = Gauge(
+            "brigade_admission_target_seconds",
+            "Latency above which a class's answers count as slow (tolerance x its uncongested"
+            " latency, capped)",
+            ["traffic_class"],
+            registry=self.registry,
+        )
         # -- work doorbell (long-polls of GET /v1/agents/work)
         self.doorbell_waiters = Gauge(
             "brigade_doorbell_waiters",

@@ -13,10 +13,14 @@ telling a standing queue from a burst:
 - the target is ``tolerance`` x baseline (at least ``latency_floor_s``, at most
   ``target_latency_s``);
 - an *interval* lasts ``interval_s`` and at least ``interval_samples`` answers. When most of
-  its answers were over the target *and* found the class busy (at least half its limit and
-  at least ``min_limit`` in progress), requests are queueing behind each other, not just
-  unlucky (an fsync stall or a burst makes a few answers slow; a busy machine makes them slow
-  with the class nearly idle, and a smaller limit would not cure that). The limit is then
+  its answers were over the target *and* found the class busy (at least its floor,
+  ``min_limit``, in progress), requests are queueing behind each other, not just unlucky (an
+  fsync stall or a burst makes a few answers slow; a busy machine makes them slow with the
+  class nearly idle, and a smaller limit would not cure that). Busy is counted against the
+  floor, not against the limit: a class allowed 32 with 16 in progress, each answered ten times
+  slower than alone, is a queue all the same (its requests share one event loop and one
+  commit), and the limit must come down to where answers are fast, not wait for the class to
+  fill a limit it never needed. The limit is then
   multiplied by ``backoff``, or by target / smoothed latency when that is smaller (never by
   less than a half): multiplicative decrease, deeper the further over the target, so a
   sudden overload is met within a few intervals rather than seconds. (Not the interval's
@@ -93,7 +97,7 @@ class ClassState:
     limit: float
     in_flight: int = 0
     #: The interval being measured: when it began, its answers, how many were slow and how many
-    #: found the class at least half full.
+    #: found the class busy (at least its floor in progress).
     interval_started_at: float = -math.inf
     interval_answers: int = 0
     interval_slow: int = 0
@@ -183,10 +187,9 @@ def release(
             updated,
             interval_answers=updated.interval_answers + 1,
             interval_slow=updated.interval_slow + (latency_s > target),
-            # Busy: at least half the limit, and never less than the floor in progress (a
-            # limit cut low by an overload must not make ordinary traffic look busy).
-            interval_busy=updated.interval_busy
-            + (current.in_flight >= max(limit / 2, budget.min_limit)),
+            # Busy: at least the floor in progress (a limit cut low by an overload must not
+            # make ordinary traffic, fewer than the floor at once, look busy).
+            interval_busy=updated.interval_busy + (current.in_flight >= budget.min_limit),
         )
         if current.baseline_s == 0.0:
             updated = replace(updated, baseline_s=latency_s, baseline_at=now)

@@ -146,6 +146,37 @@ def test_every_class_is_exported_at_zero_before_any_refusal() -> None:
     assert [rejected(metrics, name) for name in TRAFFIC_CLASSES] == [0.0] * len(TRAFFIC_CLASSES)
 
 
+def test_each_class_limit_load_latency_and_target_are_gauges_read_at_scrape() -> None:
+    """An operator sees why requests are refused: the limit, what is in progress, the smoothed
+    latency and the target it is held against, per class, as they are at the scrape."""
+    seen: dict[str, float | None] = {}
+
+    def sample(metrics: Metrics, name: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"traffic_class": "intake"})
+
+    async def scenario(
+        client: httpx.AsyncClient, kitchen: Kitchen, mw: AdmissionMiddleware
+    ) -> None:
+        held = await hold(client, kitchen, "POST", "/v1/orders")
+        seen["in_flight_while_held"] = sample(mw.metrics, "brigade_admission_in_flight")
+        kitchen.go_on.set()
+        assert (await held).status_code == 200
+        seen["in_flight_after"] = sample(mw.metrics, "brigade_admission_in_flight")
+        seen["limit"] = sample(mw.metrics, "brigade_admission_limit")
+        seen["ewma"] = sample(mw.metrics, "brigade_admission_latency_ewma_seconds")
+        seen["target"] = sample(mw.metrics, "brigade_admission_target_seconds")
+        state = mw.state.classes["intake"]
+        seen["state_ewma"] = state.latency_ewma_s
+
+    run(scenario, limit=3)
+    assert seen["in_flight_while_held"] == 1.0
+    assert seen["in_flight_after"] == 0.0
+    assert seen["limit"] == 3.0
+    assert seen["ewma"] == seen["state_ewma"]
+    assert seen["ewma"] is not None and seen["ewma"] > 0.0
+    assert seen["target"] is not None and seen["target"] >= ClassBudget().latency_floor_s
+
+
 def test_health_and_metrics_are_never_limited() -> None:
     """With reads at their limit, /healthz and /metrics still answer."""
     answers: list[httpx.Response] = []
