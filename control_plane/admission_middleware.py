@@ -36,9 +36,17 @@ from control_plane.planning.admission import (
 )
 from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, problem_body
 
-__all__ = ["TRAFFIC_CLASSES", "AdmissionMiddleware", "budgets_from", "traffic_class"]
+__all__ = [
+    "REFUSED_SCOPE_KEY",
+    "TRAFFIC_CLASSES",
+    "AdmissionMiddleware",
+    "budgets_from",
+    "traffic_class",
+]
 
 TRAFFIC_CLASSES = ("intake", "sync", "read", "write")
+#: Set in the ASGI scope of a request refused for overload: the traffic class that refused it.
+REFUSED_SCOPE_KEY = "brigade.admission_refused"
 #: Probes and scrapes must answer exactly when the API is overloaded; long polls are held on
 #: purpose (see the module docstring).
 _NEVER_LIMITED = frozenset({"/healthz", "/metrics", "/v1/agents/work"})
@@ -148,6 +156,7 @@ class AdmissionMiddleware:
             self._state, admission = acquire(self._state, name, self.monotonic())
         if not admission.admitted:
             self.metrics.admission_rejected.labels(name).inc()
+            scope[REFUSED_SCOPE_KEY] = name  # the access log samples refusals (observability)
             await self._refuse(send, name, admission)
             return
         started = self.monotonic()

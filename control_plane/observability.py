@@ -7,12 +7,14 @@ import contextvars
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from control_plane.admission_middleware import REFUSED_SCOPE_KEY
 from control_plane.errors import PayloadTooLarge
 from control_plane.metrics import Metrics
 from control_plane.problems import encode_problem, error_problem
@@ -52,13 +54,53 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-class RequestMiddleware:
-    """Request id, body size bound (413), latency histogram per route template, access log."""
+class RefusalLogSampler:
+    """At most one access-log line per traffic class and ``interval_s`` for overload refusals.
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    Under overload refusals are most of the traffic (thousands a second at five times what the
+    server can take), and a JSON line for each would add to the overload and flood the log
+    with identical lines. The first refusal of an interval is logged, with how many of its
+    class went unlogged since the previous line (``suppressed_refusals``); every refusal is
+    still counted in ``brigade_admission_rejected_total`` and timed in the histograms.
+
+    >>> sampler = RefusalLogSampler(interval_s=1.0)
+    >>> [sampler.take("intake", now) for now in (0.0, 0.2, 0.5, 1.1, 1.2)]
+    [0, None, None, 2, None]
+    """
+
+    def __init__(self, *, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._logged_at: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def take(self, traffic_class: str, now: float) -> int | None:
+        """How many refusals went unlogged before this one if it is to be logged, else None."""
+        with self._lock:
+            last = self._logged_at.get(traffic_class)
+            if last is not None and now - last < self.interval_s:
+                self._suppressed[traffic_class] = self._suppressed.get(traffic_class, 0) + 1
+                return None
+            self._logged_at[traffic_class] = now
+            return self._suppressed.pop(traffic_class, 0)
+
+
+class RequestMiddleware:
+    """Request id, body size bound (413), latency histogram per route template, access log
+    (refusals for overload sampled: :class:`RefusalLogSampler`)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        refusal_log: RefusalLogSampler | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.refusal_log = refusal_log or RefusalLogSampler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,18 +140,20 @@ class RequestMiddleware:
             method = str(scope.get("method", ""))
             self.metrics.request_seconds.labels(method, template).observe(elapsed)
             self.metrics.responses.labels(method, template, str(status_holder[0])).inc()
-            log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "method": method,
-                        "path": scope.get("path"),
-                        "route": template,
-                        "status": status_holder[0],
-                        "duration_ms": round(elapsed * 1000, 2),
-                    }
-                },
-            )
+            fields: dict[str, Any] = {
+                "method": method,
+                "path": scope.get("path"),
+                "route": template,
+                "status": status_holder[0],
+                "duration_ms": round(elapsed * 1000, 2),
+            }
+            refused = scope.get(REFUSED_SCOPE_KEY)
+            suppressed = 0 if refused is None else self.refusal_log.take(refused, time.monotonic())
+            if suppressed is not None:
+                if refused is not None:
+                    fields["traffic_class"] = refused
+                    fields["suppressed_refusals"] = suppressed
+                log.info("request", extra={"fields": fields})
             request_id_var.reset(token)
 
     async def _bounded_body(self, receive: Receive) -> bytes | None:

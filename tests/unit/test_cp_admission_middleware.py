@@ -427,3 +427,57 @@ def test_refusals_are_held_before_answering_but_only_up_to_a_bound() -> None:
 
     asyncio.run(main())
     assert answers == {"second": 503, "first_still_held": True}
+
+
+def test_refusals_are_counted_each_but_logged_once_per_class_and_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under overload a JSON access line per refusal would add to the overload: twenty reads
+    refused at once give one 503 line (the next one says how many went unlogged), and all
+    twenty are counted; the admitted request keeps its own line."""
+    settings = Settings(
+        db_path=tmp_path / "cp.db",
+        admission_read_limit=1,
+        admission_intake_limit=1,
+        admission_sync_limit=1,
+        admission_write_limit=1,
+        admission_min_limit=1,
+        admission_intake_min_limit=1,
+        admission_refusal_hold_s=0.0,
+    )
+    store = Store.open(settings.db_path)
+    scraped: list[str] = []
+
+    async def main() -> None:
+        app = create_app(settings, store=store)
+        entered, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held() -> dict[str, Any]:
+            entered.set()
+            await go_on.wait()
+            return {}
+
+        app.add_api_route("/v1/test/held", held, methods=["GET"])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
+            first = asyncio.create_task(client.get("/v1/test/held"))
+            await asyncio.wait_for(entered.wait(), DEADLINE_S)
+            for _ in range(20):
+                assert (await client.get("/v1/kitchens")).status_code == 503
+            go_on.set()
+            assert (await first).status_code == 200
+            scraped.append((await client.get("/metrics")).text)
+
+    caplog.set_level("INFO", logger="brigade.http")
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    lines = [r for r in caplog.records if r.name == "brigade.http"]
+    refusals = [r.fields for r in lines if r.fields["status"] == 503]  # type: ignore[attr-defined]
+    assert refusals == [
+        {**refusals[0], "traffic_class": "read", "suppressed_refusals": 0, "path": "/v1/kitchens"}
+    ]
+    logged_ok = [r.fields["path"] for r in lines if r.fields["status"] == 200]  # type: ignore[attr-defined]
+    assert logged_ok == ["/v1/test/held", "/metrics"]
+    assert 'brigade_admission_rejected_total{traffic_class="read"} 20.0' in scraped[0]
