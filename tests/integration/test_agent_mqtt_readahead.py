@@ -83,7 +83,7 @@ def _connected_client(near: socket.socket, received: list[tuple[int, bytes]]) ->
     client = _Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5, debug=False)
     client.on_message = lambda _c, _u, m: received.append((m.mid, bytes(m.payload)))
     client._sock = _ReadAhead(near)
-    client._thread = threading.current_thread()  # type: ignore[assignment]
+    client._thread = threading.current_thread()
     return client
 
 
