@@ -82,8 +82,8 @@ class DeviceSink(Protocol):
 
 #: How much one ``recv`` takes from the kernel for the read-ahead buffer.
 _READ_AHEAD = 65_536
-#: Packets read in one go while the read-ahead buffer still holds bytes, before paho's loop
-#: gets a turn (to send the PUBACKs queued meanwhile and keep its keepalive clock).
+#: Packets read in one go, at most, before paho's loop gets a turn (to send the PUBACKs queued
+#: meanwhile and keep its keepalive clock).
 _READ_BURST = 256
 _PUBACK = 0x40
 
@@ -143,7 +143,13 @@ class _Client(mqtt.Client):
     * A packet queued on paho's own thread (the PUBACK of a message just read) does not also
       write a wake-up byte to paho's socket pair: that thread recomputes what to write before
       it next waits. Other threads still wake it.
-    * PUBACKs queued back to back go out in one ``send``.
+    * PUBACKs queued back to back go out in one ``send`` (a queued PUBLISH keeps its place
+      between them).
+
+    So ``socket()`` and the ``on_socket_*`` callbacks see the :class:`_ReadAhead`, not the
+    ``socket.socket`` itself. A reconnect drops the PUBACKs not yet written, as stock paho
+    does; with a burst read before they are written there can be more of them, and the broker
+    redelivers those messages (at least once, as QoS 1 promises).
     """
 
     def __init__(self, *args: Any, debug: bool, **kwargs: Any) -> None:
@@ -162,15 +168,20 @@ class _Client(mqtt.Client):
         return _ReadAhead(sock)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        rc = super().loop_read(max_packets)
+        """Read every whole packet available, at most ``_READ_BURST`` in all, then let the loop
+        write (PUBACKs, commands) and keep its keepalive. Stock paho reads
+        ``len(out messages) + len(in messages)`` packets per call, whatever it is asked."""
+        if not isinstance(self._sock, _ReadAhead):
+            return super().loop_read(max_packets)
         for _ in range(_READ_BURST):
-            sock = self._sock
-            if rc is not MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, _ReadAhead):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
-            if not sock.pending():
-                break
-            rc = super().loop_read(max_packets)
-        return rc
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _packet_queue(
         self,
@@ -197,15 +208,37 @@ class _Client(mqtt.Client):
 
     def _packet_write(self) -> MQTTErrorCode:
         out = self._out_packet
-        # Only this (paho's) thread takes from the left; others append on the right.
-        if len(out) > 1 and _is_puback(out[0]) and _is_puback(out[1]) and out[0]["pos"] == 0:
-            head = out[0]
-            acks = [out.popleft()["packet"]]
-            while out and _is_puback(out[0]):
-                acks.append(out.popleft()["packet"])
-            merged = b"".join(acks)
-            out.appendleft({**head, "packet": merged, "to_process": len(merged)})
+        queued = len(out)
+        if queued > 1:
+            # Only this (paho's) thread takes from the left; others append on the right, so
+            # the first ``queued`` are ours to rearrange and go back in front, in order.
+            packets = [out.popleft() for _ in range(queued)]
+            out.extendleft(reversed(_merge_pubacks(packets)))
         return super()._packet_write()
+
+
+def _merge_pubacks(packets: list[Any]) -> list[Any]:
+    """``packets`` (paho's queued packets) with each run of PUBACKs not yet started made one
+    packet: the same bytes in the same order, one ``send``. Anything else keeps its place."""
+    merged: list[Any] = []
+    run: list[Any] = []
+
+    def close_run() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            data = b"".join(packet["packet"] for packet in run)
+            merged.append({**run[0], "packet": data, "to_process": len(data)})
+        run.clear()
+
+    for packet in packets:
+        if _is_puback(packet) and packet["pos"] == 0:
+            run.append(packet)
+            continue
+        close_run()
+        merged.append(packet)
+    close_run()
+    return merged
 
 
 class CommandLink(Protocol):

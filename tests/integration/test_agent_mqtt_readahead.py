@@ -20,7 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from edge_agent.links.mqtt import Inbound, MqttLink, _Client, _ReadAhead
+from edge_agent.links.mqtt import (
+    _READ_BURST,
+    Inbound,
+    MqttLink,
+    _Client,
+    _merge_pubacks,
+    _ReadAhead,
+)
 from edge_agent.readings import Observed
 from protocol import Channel, topic_for
 from simulators.broker import Broker
@@ -147,6 +154,64 @@ def test_pubacks_queued_together_leave_in_one_send_and_a_publish_keeps_its_place
     assert wire.startswith(b"".join(acks[:3]))
     assert wire.endswith(acks[3])
     assert wire[12] & 0xF0 == 0x30  # the PUBLISH between them, where it was queued
+
+
+def test_a_burst_reads_at_most_its_bound_whatever_is_in_flight(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """However many of its own QoS 1 publishes await their acks (stock paho reads that many
+    packets per call), one read reads at most ``_READ_BURST`` packets: the loop then gets its
+    turn to write and to keep the keepalive. The rest follows on the next reads."""
+    near, far = pair
+    received: list[tuple[int, bytes]] = []
+    client = _connected_client(near, received)
+    client._out_messages.update({mid: mqtt.MQTTMessage(mid) for mid in range(1, 2001)})
+    count = 3 * _READ_BURST + 7
+    far.sendall(b"".join(_publish_packet("t/x", mid, b"r") for mid in range(1, count + 1)))
+    wait_until(lambda: _readable(near), timeout=5, what="data")
+    reads = []
+    while len(received) < count:
+        assert client.loop_read() is MQTTErrorCode.MQTT_ERR_SUCCESS
+        reads.append(len(received))
+    assert reads[:3] == [_READ_BURST, 2 * _READ_BURST, 3 * _READ_BURST]
+    assert [mid for mid, _ in received] == list(range(1, count + 1))
+
+
+def _queued(command: int, data: bytes, pos: int = 0) -> dict[str, object]:
+    return {
+        "command": command,
+        "mid": 0,
+        "qos": 0,
+        "pos": pos,
+        "to_process": len(data) - pos,
+        "packet": data,
+        "info": None,
+    }
+
+
+def test_each_run_of_pubacks_becomes_one_packet_and_the_rest_keep_their_place() -> None:
+    ack = [struct.pack("!BBH", 0x40, 2, mid) for mid in range(6)]
+    started = _queued(0x40, ack[0], pos=2)  # half sent: not touched
+    publish = _queued(0x30, b"\x30\x03\x00\x01x")
+    packets = [
+        started,
+        _queued(0x40, ack[1]),
+        _queued(0x40, ack[2]),
+        publish,
+        _queued(0x40, ack[3]),
+        _queued(0x40, ack[4]),
+        _queued(0x40, ack[5]),
+    ]
+    merged = _merge_pubacks(packets)
+    assert [m["packet"] for m in merged] == [
+        ack[0],
+        ack[1] + ack[2],
+        publish["packet"],
+        ack[3] + ack[4] + ack[5],
+    ]
+    assert merged[0] is started and merged[2] is publish
+    assert [m["to_process"] for m in merged] == [2, 8, 5, 12]
+    assert _merge_pubacks([publish]) == [publish]
 
 
 class _Sink:
