@@ -137,9 +137,9 @@ class _Client(mqtt.Client):
       (``Received PUBLISH``, ``Sending PUBACK``), a tenth of its own CPU time in a flood. They
       are skipped unless the paho logger is enabled for DEBUG when the link is made; warnings
       and errors always go through.
-    * A plain TCP socket is read ahead (:class:`_ReadAhead`), and paho's loop reads every
-      whole packet already buffered before it selects again (stock paho reads one packet per
-      ``select`` when the client has no QoS 2 traffic in flight).
+    * A plain TCP socket is read ahead (:class:`_ReadAhead`), and each read takes every whole
+      packet available, up to ``_READ_BURST``, before paho's loop selects again (stock paho
+      reads one packet per ``select`` when the client has nothing in flight).
     * A packet queued on paho's own thread (the PUBACK of a message just read) does not also
       write a wake-up byte to paho's socket pair: that thread recomputes what to write before
       it next waits. Other threads still wake it.

@@ -248,9 +248,14 @@ def test_a_request_that_fails_frees_its_slot_too() -> None:
     run(scenario)
 
 
-def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path) -> None:
-    """Through create_app: a read over BRIGADE_ADMISSION_READ_LIMIT is 503, /healthz is not."""
-    settings = Settings(
+def _app_with_one_read_held(
+    tmp_path: Path,
+    while_held: Callable[[httpx.AsyncClient], Awaitable[dict[str, httpx.Response]]],
+    **settings: Any,
+) -> dict[str, httpx.Response]:
+    """Through create_app, every class limited to one: hold one read in progress, run
+    ``while_held``, release the read, scrape. Its answers plus ``held`` and ``scrape``."""
+    config = Settings(
         db_path=tmp_path / "cp.db",
         admission_intake_limit=1,
         admission_sync_limit=1,
@@ -258,12 +263,13 @@ def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path
         admission_write_limit=1,
         admission_min_limit=1,
         admission_intake_min_limit=1,
+        **settings,
     )
-    store = Store.open(settings.db_path)
+    store = Store.open(config.db_path)
     answers: dict[str, httpx.Response] = {}
 
     async def main() -> None:
-        app = create_app(settings, store=store)
+        app = create_app(config, store=store)
         entered, go_on = asyncio.Event(), asyncio.Event()
 
         async def held() -> dict[str, Any]:
@@ -276,8 +282,7 @@ def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
             first = asyncio.create_task(client.get("/v1/test/held"))
             await asyncio.wait_for(entered.wait(), DEADLINE_S)
-            answers["refused"] = await client.get("/v1/kitchens")
-            answers["health"] = await client.get("/healthz")
+            answers.update(await while_held(client))
             go_on.set()
             answers["held"] = await first
             answers["scrape"] = await client.get("/metrics")
@@ -286,6 +291,16 @@ def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path
         asyncio.run(main())
     finally:
         store.close()
+    return answers
+
+
+def test_the_app_refuses_overload_with_a_request_id_and_counts_it(tmp_path: Path) -> None:
+    """Through create_app: a read over BRIGADE_ADMISSION_READ_LIMIT is 503, /healthz is not."""
+
+    async def while_held(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
+        return {"refused": await client.get("/v1/kitchens"), "health": await client.get("/healthz")}
+
+    answers = _app_with_one_read_held(tmp_path, while_held)
     refused = answers["refused"]
     assert answers["held"].status_code == 200
     assert refused.status_code == 503
@@ -435,44 +450,16 @@ def test_refusals_are_counted_each_but_logged_once_per_class_and_interval(
     """Under overload a JSON access line per refusal would add to the overload: twenty reads
     refused at once give one 503 line (the next one says how many went unlogged), and all
     twenty are counted; the admitted request keeps its own line."""
-    settings = Settings(
-        db_path=tmp_path / "cp.db",
-        admission_read_limit=1,
-        admission_intake_limit=1,
-        admission_sync_limit=1,
-        admission_write_limit=1,
-        admission_min_limit=1,
-        admission_intake_min_limit=1,
-        admission_refusal_hold_s=0.0,
-    )
-    store = Store.open(settings.db_path)
-    scraped: list[str] = []
 
-    async def main() -> None:
-        app = create_app(settings, store=store)
-        entered, go_on = asyncio.Event(), asyncio.Event()
-
-        async def held() -> dict[str, Any]:
-            entered.set()
-            await go_on.wait()
-            return {}
-
-        app.add_api_route("/v1/test/held", held, methods=["GET"])
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as client:
-            first = asyncio.create_task(client.get("/v1/test/held"))
-            await asyncio.wait_for(entered.wait(), DEADLINE_S)
-            for _ in range(20):
-                assert (await client.get("/v1/kitchens")).status_code == 503
-            go_on.set()
-            assert (await first).status_code == 200
-            scraped.append((await client.get("/metrics")).text)
+    async def while_held(client: httpx.AsyncClient) -> dict[str, httpx.Response]:
+        for _ in range(20):
+            assert (await client.get("/v1/kitchens")).status_code == 503
+        return {}
 
     caplog.set_level("INFO", logger="brigade.http")
-    try:
-        asyncio.run(main())
-    finally:
-        store.close()
+    answers = _app_with_one_read_held(tmp_path, while_held, admission_refusal_hold_s=0.0)
+    assert answers["held"].status_code == 200
+    scraped = [answers["scrape"].text]
     lines = [r for r in caplog.records if r.name == "brigade.http"]
     refusals = [r.fields for r in lines if r.fields["status"] == 503]  # type: ignore[attr-defined]
     assert refusals == [
