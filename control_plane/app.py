@@ -23,6 +23,7 @@ from control_plane.control_loop import ControlLoop
 from control_plane.deps import Services
 from control_plane.doorbell import WorkDoorbell
 from control_plane.intake import KeysInFlight, purge_expired_keys
+from control_plane.intake_writer import IntakeWriter
 from control_plane.loop_process import LoopProcess
 from control_plane.metrics import Metrics
 from control_plane.observability import RequestMiddleware
@@ -40,12 +41,14 @@ def create_app(
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
     loop_process: bool = False,
+    intake_process: bool = False,
 ) -> FastAPI:
     """The app for ``settings``; the store is opened (and migrated) here, closed on shutdown.
 
     The control loop runs on a thread of this process, or with ``loop_process`` in a child
     process (:mod:`control_plane.loop_process`; the real clock only, as the child has its
-    own)."""
+    own). With ``intake_process`` orders are decided in a child process as well
+    (:mod:`control_plane.intake_writer`), else on the event loop."""
     if loop_process and clock is not time.time:
         raise ValueError("a control loop in its own process runs on the real clock")
     the_store = store if store is not None else Store.open(settings.db_path)
@@ -58,6 +61,7 @@ def create_app(
             store=the_store, settings=settings, metrics=metrics, planning=planning, clock=clock
         )
     )
+    intake_writer = IntakeWriter(settings, metrics=metrics) if intake_process else None
 
     async def purge_keys_every_interval() -> None:
         """Forget idempotency answers past their retention, once per interval."""
@@ -69,12 +73,16 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         purger = asyncio.create_task(purge_keys_every_interval(), name="idempotency-purger")
         control_loop.start()
+        if intake_writer is not None:
+            await intake_writer.start()
         try:
             yield
         finally:
             purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            if intake_writer is not None:
+                await intake_writer.stop()
             await run_in_threadpool(control_loop.stop)
             the_store.close()
 
@@ -91,6 +99,7 @@ def create_app(
         clock=clock,
         in_flight=KeysInFlight(),
         planning=planning,
+        intake_writer=intake_writer,
     )
     app.state.control_loop = control_loop
     # Agents long-poll it (GET /v1/agents/work); intake, cancellation and re-planning ring it.

@@ -82,7 +82,11 @@ def serve(
     settings = Settings(db_path=db, host=host, port=port)
     configure_logging(settings.log_level)
     try:
-        application = create_app(settings, loop_process=settings.control_loop == "process")
+        application = create_app(
+            settings,
+            loop_process=settings.control_loop == "process",
+            intake_process=settings.intake_writer == "process",
+        )
     except BrigadeError as exc:
         _fail(str(exc))
     # What exists now (modules, the app, its validators) lives as long as the process: frozen

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     #: ticks never hold up requests; :mod:`control_plane.loop_process`) or ``thread`` (a thread
     #: of the server process).
     control_loop: Literal["process", "thread"] = "process"
+    #: Where ``brigade serve`` decides orders: ``process`` (a child process on another core,
+    #: :mod:`control_plane.intake_writer`) or ``loop`` (on the server's event loop).
+    intake_writer: Literal["process", "loop"] = "process"
     backpressure_horizon_s: float = Field(default=3600.0, gt=0)
     backpressure_min_dwell_s: float = Field(default=60.0, ge=0)
     #: Re-planning runs as soon as a kitchen becomes affected (paused, offline, unreachable,

@@ -24,7 +24,7 @@ from control_plane.auth import (
 )
 from control_plane.config import Settings
 from control_plane.errors import Unauthorized
-from control_plane.intake import KeysInFlight
+from control_plane.intake import KeysInFlight, OrderWriter
 from control_plane.metrics import Metrics
 from control_plane.planning_state import PlanningState
 from control_plane.store import Store
@@ -40,6 +40,8 @@ class Services:
     clock: Callable[[], float]
     in_flight: KeysInFlight
     planning: PlanningState
+    #: Decides orders in a process of its own (None: on the event loop).
+    intake_writer: OrderWriter | None = None
 
 
 def services_of(request: Request) -> Services:

@@ -18,13 +18,16 @@
     │   ├── IdempotencyKeyReuse      422 same key, different body
     │   └── OrderRejected            422 the order cannot be made in time (``reason`` says why)
     ├── OrdersShed                   429 backpressure sheds new orders (``Retry-After``)
-    └── StoreError                   500 the SQLite store failed (translated at the seam)
+    ├── StoreError                   500 the SQLite store failed (translated at the seam)
+    └── IntakeUnavailable            503 the intake writer process is restarting (``Retry-After``)
 
 ``slug`` is the last segment of the problem ``type`` URI
 (``https://brigade.example/problems/<slug>``) and never changes once published.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class BrigadeError(Exception):
@@ -40,6 +43,21 @@ class BrigadeError(Exception):
         super().__init__(detail)
         self.detail = detail
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (the intake writer process sends its errors to the server): the default
+        # would call ``cls(detail)`` and lose ``reason`` and the subclasses' own fields.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(
+    cls: type[BrigadeError], args: tuple[Any, ...], fields: dict[str, Any]
+) -> BrigadeError:
+    """An error as it was pickled (see :meth:`BrigadeError.__reduce__`)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
 
 
 class BadRequest(BrigadeError):
@@ -117,3 +135,12 @@ class OrdersShed(BrigadeError):
 
 class StoreError(BrigadeError):
     status, slug, title = 500, "store-error", "Storage failure"
+
+
+class IntakeUnavailable(BrigadeError):
+    """The process that decides orders stopped (it is restarted at once): whether an order in
+    progress was committed is unknown, so the client retries with the same ``Idempotency-Key``
+    and gets the order's answer either way."""
+
+    status, slug, title = 503, "intake-unavailable", "Order intake restarting"
+    retry_after_s = 1

@@ -28,11 +28,11 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from control_plane import audit, stock
 from control_plane.audit import canonical_json, iso
@@ -156,6 +156,70 @@ def stored_answer(
     )
 
 
+@dataclass(frozen=True)
+class PendingOrder:
+    """An order request a read did not settle: what :func:`decide` decides in a write
+    transaction. Plain data, so it can be sent to the intake writer process
+    (:mod:`control_plane.intake_writer`) and decided there."""
+
+    order: OrderCreate
+    key: str
+    body_hash: str
+    now: float
+    #: The operator (API token's name): the scope of the key, and the actor in the audit.
+    actor: str
+    #: The backpressure verdict taken on the read (None: the order named an unknown SKU then).
+    admission: _Admission | None
+    #: Only when ``admission`` is None: every scope's published decision, for the SKUs that
+    #: appeared meanwhile (rare; never sent otherwise).
+    decisions: Mapping[str, Decision] | None = None
+
+
+def decide(
+    tx: Writer, pending: PendingOrder, *, settings: Settings, planning: PlanningState
+) -> IntakeAnswer:
+    """Replay, reject or accept ``pending`` inside the write transaction ``tx``; the answer is
+    stored under its key in the same transaction (unless it is a 429)."""
+    scope, key, now = pending.actor, pending.key, pending.now
+    # Checked again under the write lock: another process may have answered meanwhile.
+    replay = stored_answer(
+        tx, scope=scope, key=key, body_hash=pending.body_hash, now=now, settings=settings
+    )
+    if replay is not None:
+        return replay
+    tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
+    if pending.admission is None and pending.decisions is not None:
+        planning = planning.with_decisions(pending.decisions)
+    answer = _plan_and_record(
+        tx,
+        pending.order,
+        key=key,
+        now=now,
+        actor=pending.actor,
+        settings=settings,
+        planning=planning,
+        admission=pending.admission,
+    )
+    if answer.stored:
+        tx.insert_idempotency_answer(
+            scope=scope,
+            key=key,
+            request_hash=pending.body_hash,
+            response_status=answer.status,
+            response_media_type=answer.media_type,
+            response_body=answer.body,
+            created_at=now,
+        )
+    return answer
+
+
+class OrderWriter(Protocol):
+    """Decides pending orders elsewhere and answers once they are committed (the intake
+    writer process, :class:`control_plane.intake_writer.IntakeWriter`)."""
+
+    async def submit(self, pending: PendingOrder, planning: PlanningState) -> IntakeAnswer: ...
+
+
 def submit_order(
     store: Store,
     order: OrderCreate,
@@ -172,6 +236,7 @@ def submit_order(
 
     ``planning`` holds the control loop's backpressure decisions and prep-time model (none
     given: every scope normal, recipe durations)."""
+    planning = planning if planning is not None else PlanningState()
     # Keys are the operator's own (``actor``, the API token's name): another operator's equal
     # key is another request.
     with in_flight.hold(actor, key):
@@ -183,7 +248,7 @@ def submit_order(
             return step
         # Group-committed with concurrent intakes: one fsync per batch, and no answer before
         # the batch that holds this order (and its answer under the key) is on disk.
-        answer = store.submit(step)
+        answer = store.submit(partial(decide, pending=step, settings=settings, planning=planning))
     # Committed: the kitchens' agents may sync for their new tasks now, not at their interval.
     ring_kitchens(answer.kitchens)
     return answer
@@ -200,10 +265,13 @@ async def submit_order_on_loop(
     settings: Settings,
     in_flight: KeysInFlight,
     planning: PlanningState | None = None,
+    writer: OrderWriter | None = None,
 ) -> IntakeAnswer:
-    """:func:`submit_order` for the API's event loop: the same decision, taken on the loop
-    thread and group-committed with the orders of the same turn of the loop
-    (:meth:`Store.submit_on_loop`); the answer comes once its batch is on disk."""
+    """:func:`submit_order` for the API's event loop. The read is taken on the loop thread;
+    the decision is taken by ``writer`` (the intake writer process, on another core) or, with
+    none, on the loop thread, group-committed with the orders of the same turn of the loop
+    (:meth:`Store.submit_on_loop`). Either way the answer comes once its batch is on disk."""
+    planning = planning if planning is not None else PlanningState()
     with in_flight.hold(actor, key):
         step = _first_look(
             store, order, key=key, body_hash=body_hash, now=now, actor=actor,
@@ -211,7 +279,12 @@ async def submit_order_on_loop(
         )  # fmt: skip
         if isinstance(step, IntakeAnswer):
             return step
-        answer = await store.submit_on_loop(step)
+        if writer is not None:
+            answer = await writer.submit(step, planning)
+        else:
+            answer = await store.submit_on_loop(
+                partial(decide, pending=step, settings=settings, planning=planning)
+            )
     ring_kitchens(answer.kitchens)
     return answer
 
@@ -225,15 +298,13 @@ def _first_look(
     now: float,
     actor: str,
     settings: Settings,
-    planning: PlanningState | None,
-) -> IntakeAnswer | Callable[[Writer], IntakeAnswer]:
-    """The answer when a read settles it (a replay, or shed by backpressure), else the unit of
-    work that decides the order in a write transaction."""
-    planning = planning if planning is not None else PlanningState()
-    scope = actor
+    planning: PlanningState,
+) -> IntakeAnswer | PendingOrder:
+    """The answer when a read settles it (a replay, or shed by backpressure), else the order
+    for :func:`decide` to decide in a write transaction."""
     with store.read() as reader:
         replay = stored_answer(
-            reader, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
+            reader, scope=actor, key=key, body_hash=body_hash, now=now, settings=settings
         )
         # Admission is decided here, on a read transaction and the published decisions,
         # so a shed request never queues in the single writer behind accepted orders.
@@ -242,38 +313,15 @@ def _first_look(
         return replay
     if admission is not None and admission.verdict.status == 429:
         return _shed_answer(admission.verdict, key=key)
-
-    def decide(tx: Writer) -> IntakeAnswer:
-        # Checked again under the write lock: another process may have answered meanwhile.
-        replay = stored_answer(
-            tx, scope=scope, key=key, body_hash=body_hash, now=now, settings=settings
-        )
-        if replay is not None:
-            return replay
-        tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
-        answer = _plan_and_record(
-            tx,
-            order,
-            key=key,
-            now=now,
-            actor=actor,
-            settings=settings,
-            planning=planning,
-            admission=admission,
-        )
-        if answer.stored:
-            tx.insert_idempotency_answer(
-                scope=scope,
-                key=key,
-                request_hash=body_hash,
-                response_status=answer.status,
-                response_media_type=answer.media_type,
-                response_body=answer.body,
-                created_at=now,
-            )
-        return answer
-
-    return decide
+    return PendingOrder(
+        order,
+        key,
+        body_hash,
+        now,
+        actor,
+        admission,
+        decisions=dict(planning.decisions()) if admission is None else None,
+    )
 
 
 class _ShedLog:

@@ -235,6 +235,22 @@ class Metrics:
             ["reason"],
             registry=self.loop_registry,
         )
+        self.intake_writer_restarts = Counter(
+            "brigade_intake_writer_restarts_total",
+            "Intake writer processes that died and were started again by this server",
+            registry=self.registry,
+        )
+        self.intake_writer_batch_orders = Histogram(
+            "brigade_intake_writer_batch_orders",
+            "Orders decided per transaction (one fsync) by the intake writer process",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
+        self.intake_writer_waiting = Gauge(
+            "brigade_intake_writer_waiting",
+            "Orders sent to the intake writer process and not answered yet",
+            registry=self.registry,
+        )
         self.control_loop_restarts = Counter(
             "brigade_control_loop_restarts_total",
             "Control-loop processes that died and were started again by this server",

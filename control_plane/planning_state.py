@@ -92,6 +92,13 @@ class PlanningState:
         with self._lock:
             self._prep = model
 
+    def with_decisions(self, decisions: Mapping[str, Decision]) -> PlanningState:
+        """A copy with ``decisions`` published instead (the prep-time model shared)."""
+        copy = PlanningState()
+        copy.publish_decisions(decisions)
+        copy.publish_prep_model(self.prep_model())
+        return copy
+
 
 def _row(p: Prediction) -> tuple[Any, ...]:
     return (p.ready_p50, p.ready_p90, p.handover_at, p.margin_s, p.miss_probability, p.cause)

@@ -129,6 +129,7 @@ _DESCRIPTIONS = {
     422: "Validation failed or request refused (problem+json)",
     429: "Overloaded: retry after the Retry-After header's seconds (problem+json)",
     500: "Unexpected failure (problem+json)",
+    503: "Unavailable for now: retry after the Retry-After header's seconds (problem+json)",
 }
 
 

@@ -1115,6 +1115,23 @@ class Store:
         commit (see :class:`LoopCommitter`). One event loop per store."""
         return await self._loop_committer.submit(work)
 
+    def commit_units(
+        self, works: Sequence[Callable[[Writer], T]]
+    ) -> list[tuple[T | None, BaseException | None]]:
+        """Run ``works`` in one write transaction, each in its own SAVEPOINT, and commit it
+        once (one fsync); returns each unit's result or exception, once the batch is on disk.
+        For a caller whose only job is writing (the intake writer process): it blocks."""
+        jobs: list[_Job[T]] = [_Job(work) for work in works]
+        with self._write_lock:
+            conn = self._connection()
+            try:
+                _run_batch(conn, jobs)
+            except BaseException as exc:
+                _finish_batch(conn, jobs, exc)
+            else:
+                _finish_batch(conn, jobs, None)
+        return [(job.result, job.error) for job in jobs]
+
     @classmethod
     def open(cls, path: Path) -> Store:
         """Open (creating if needed) and migrate the store at ``path``."""

@@ -38,7 +38,7 @@ _ORDER_BODY = {
             "description": "Accepted and planned (or the replay of an earlier answer, with"
             " `Idempotent-Replayed: true`)"
         },
-        **errors(400, 409, 422, 429),
+        **errors(400, 409, 422, 429, 503),
     },
 )
 async def create_order(
@@ -82,6 +82,7 @@ async def create_order(
         settings=services.settings,
         in_flight=services.in_flight,
         planning=services.planning,
+        writer=services.intake_writer,
     )
     services.metrics.orders.labels(answer.outcome, answer.reason or "").inc()
     headers = dict(answer.headers or {})

@@ -16,9 +16,12 @@ from tests.fixtures_cp import StartControlPlane
 from tests.harness import ControlPlane, ManagedProcess, console_script, free_port, wait_until
 from tests.integration.test_cp_api import order_body, place_order, setup_kitchen, setup_sku
 
+LOOP_MODULE = "control_plane.loop_process"
 
-def children_of(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (from /proc: no zombies)."""
+
+def children_of(pid: int, module: str | None = None) -> list[int]:
+    """Live child processes of ``pid`` (from /proc: no zombies), only those running
+    ``python -m module`` if given (a server also runs its intake writer)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -29,16 +32,22 @@ def children_of(pid: int) -> list[int]:
             continue
         # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found.append(int(entry.name))
+        if int(ppid) != pid or state == "Z":
+            continue
+        if module is not None:
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if module.encode() not in cmdline:
+                continue
+        found.append(int(entry.name))
     return found
 
 
 def loop_child(server: ControlPlane) -> int:
-    children = children_of(server.process.pid)
+    children = children_of(server.process.pid, LOOP_MODULE)
     assert len(children) == 1, children
-    cmdline = Path(f"/proc/{children[0]}/cmdline").read_bytes().split(b"\0")
-    assert b"control_plane.loop_process" in cmdline, cmdline
     return children[0]
 
 
@@ -104,7 +113,7 @@ def test_a_killed_loop_child_is_restarted_and_publishes_again(
             what="the restart counted",
         )
         wait_until(
-            lambda: children_of(server.process.pid) not in ([], [first]),
+            lambda: children_of(server.process.pid, LOOP_MODULE) not in ([], [first]),
             timeout=15,
             what="a new control-loop child",
         )
@@ -214,7 +223,7 @@ def test_a_second_server_on_the_store_follows_the_leaders_conclusions(
                 timeout=15,
                 what="the second server following the leader's level",
             )
-            assert len(children_of(second.pid)) == 1  # its child runs, standing by
+            assert len(children_of(second.pid, LOOP_MODULE)) == 1  # its child runs, standing by
             wait_until(
                 lambda: "standing by" in (tmp_path / "second.log").read_text(),
                 timeout=15,
