@@ -27,7 +27,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from control_plane.errors import (
     OrderRejected,
     OrdersShed,
 )
+from control_plane.ids import time_ordered_hex
 from control_plane.orders import order_view
 from control_plane.planning.backpressure import GLOBAL, Decision, IntakeVerdict, admit_order
 from control_plane.planning.planner import PlannerSettings, plan_batch
@@ -138,6 +138,13 @@ def stored_answer(
     Raises :class:`IdempotencyKeyReuse` when the key was first used with a different body.
     """
     row = reader.idempotency_key(scope, key)
+    return _answer_of(row, key=key, body_hash=body_hash, now=now, settings=settings)
+
+
+def _answer_of(
+    row: Any, *, key: str, body_hash: str, now: float, settings: Settings
+) -> IntakeAnswer | None:
+    """:func:`stored_answer` from the key's row (None: no row)."""
     if row is None or row["created_at"] < now - settings.idempotency_retention_s:
         return None
     if row["request_hash"] != body_hash:
@@ -182,12 +189,12 @@ def decide(
     stored under its key in the same transaction (unless it is a 429)."""
     scope, key, now = pending.actor, pending.key, pending.now
     # Checked again under the write lock: another process may have answered meanwhile.
-    replay = stored_answer(
-        tx, scope=scope, key=key, body_hash=pending.body_hash, now=now, settings=settings
-    )
+    row = tx.idempotency_key(scope, key)
+    replay = _answer_of(row, key=key, body_hash=pending.body_hash, now=now, settings=settings)
     if replay is not None:
         return replay
-    tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
+    if row is not None:
+        tx.delete_idempotency_key(scope=scope, key=key)  # an expired answer or an old claim
     if pending.admission is None and pending.decisions is not None:
         planning = planning.with_decisions(pending.decisions)
     answer = _plan_and_record(
@@ -727,7 +734,7 @@ def _plan_and_record(
     """Check, admit, plan, reserve and record one order (fail fast, SPEC guarantee 2).
 
     ``admission``: the verdict taken before the write transaction (None: take it here)."""
-    order_id = "ord-" + uuid.uuid4().hex
+    order_id = "ord-" + time_ordered_hex()
     catalogue = _sku_specs(tx, (item.sku_id for item in order.items))
     rejected = partial(_reject, tx, order, order_id=order_id, key=key, now=now, actor=actor)
     if catalogue.unknown:
@@ -795,7 +802,7 @@ def _plan_and_record(
         reason = _STABLE_REASONS.get(rejection.reason, rejection.reason)
         return rejected(reason=reason, detail=rejection.detail)
     plan = batch.orders[0]
-    task_ids = {task.task_key: "task-" + uuid.uuid4().hex for task in batch.tasks}
+    task_ids = {task.task_key: "task-" + time_ordered_hex() for task in batch.tasks}
     needs = {
         task_ids[task.task_key]: _task_needs(task, catalogue.specs[task.sku_id])
         for task in batch.tasks
@@ -855,8 +862,9 @@ def _record_plan(
     now: float,
     actor: str,
 ) -> None:
-    audit.append(
-        tx,
+    # One batch: the chain's head is read once and the order's records written together.
+    records = audit.Batch(tx)
+    records.append(
         at=now,
         actor_type="operator",
         actor_id=actor,
@@ -888,8 +896,7 @@ def _record_plan(
             created_at=now,
         )
         tx.link_task_order(task_id=task_id, order_id=order_id)
-        audit.append(
-            tx,
+        records.append(
             at=now,
             actor_type="system",
             actor_id="planner",
@@ -909,3 +916,4 @@ def _record_plan(
                 "slot": task.slot,
             },
         )
+    records.flush()

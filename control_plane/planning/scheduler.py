@@ -100,9 +100,9 @@ class Scheduler:
         key = (kitchen_id, station_id)
         found = self._timelines.get(key)
         if found is None:
-            found = SlotTimeline(self.kitchens[kitchen_id].effective_slots(station_id))
-            for start, end in sorted(self._bookings.get(key, ())):
-                found.book(start, end)
+            found = SlotTimeline.of(
+                self.kitchens[kitchen_id].effective_slots(station_id), self._bookings.get(key, ())
+            )
             self._timelines[key] = found
         return found
 

@@ -72,3 +72,24 @@ def test_unbook_restores_the_timeline() -> None:
     timeline.unbook(20.0, 30.0)
     assert timeline.latest_start(earliest=0.0, latest=25.0, duration=10.0) == 25.0
     assert timeline.busy_s == 10.0
+
+
+@FAST
+@given(
+    st.integers(1, 3),
+    st.lists(
+        st.tuples(st.integers(0, 100), st.integers(-5, 30)).map(
+            lambda p: (float(p[0]), float(p[0] + p[1]))
+        ),
+        max_size=20,
+    ),
+)
+def test_a_timeline_built_in_one_sweep_is_the_one_booked_interval_by_interval(
+    slots: int, bookings: list[tuple[float, float]]
+) -> None:
+    """Same boundaries and concurrency as booking each interval in turn (empty and inverted
+    intervals ignored alike), so every placement on it is the same."""
+    swept = SlotTimeline.of(slots, bookings)
+    booked = _timeline(slots, bookings)
+    assert (swept.times, swept.counts, swept.slots) == (booked.times, booked.counts, slots)
+    assert abs(swept.busy_s - booked.busy_s) < 1e-9
