@@ -44,7 +44,7 @@ from control_plane.errors import (
     OrdersShed,
 )
 from control_plane.ids import time_ordered_hex
-from control_plane.orders import order_view
+from control_plane.orders import order_view_of, task_view
 from control_plane.planning.backpressure import GLOBAL, Decision, IntakeVerdict, admit_order
 from control_plane.planning.planner import PlannerSettings, plan_batch
 from control_plane.planning.prep_times import PrepTimeModel
@@ -455,11 +455,11 @@ def _sku_specs(reader: Reader, sku_ids: Iterable[str]) -> _Catalogue:
 
 @dataclass(frozen=True)
 class _Admission:
-    """The backpressure verdict on an order and the decisions it was taken under."""
+    """The backpressure verdict on an order, and the candidate kitchens whose decision keeps
+    it away (paused, shedding, or throttling its priority)."""
 
     verdict: IntakeVerdict
-    decisions: list[Decision]
-    priority: str
+    refusing: frozenset[str]
 
 
 def _admission(reader: Reader, order: OrderCreate, planning: PlanningState) -> _Admission | None:
@@ -479,7 +479,10 @@ def _admission(reader: Reader, order: OrderCreate, planning: PlanningState) -> _
     ]
     decisions = planning.decisions_for(candidates)
     priority = _worst_priority(order, catalogue.specs)
-    return _Admission(admit_order(priority, decisions), decisions, priority)
+    refusing = frozenset(
+        d.scope for d in decisions if d.scope != GLOBAL and _refuses_new_work(d, priority)
+    )
+    return _Admission(admit_order(priority, decisions), refusing)
 
 
 def _refuses_new_work(decision: Decision, priority: str) -> bool:
@@ -529,7 +532,7 @@ def _kitchen_specs(
     kitchen_rows: Iterable[Any],
     station_rows: Iterable[Any],
     catalogue: _Catalogue,
-    paused_by_backpressure: set[str],
+    paused_by_backpressure: frozenset[str],
 ) -> list[KitchenSpec]:
     """Every kitchen as the planner sees it: a kitchen backpressure pauses counts as paused;
     equipment health (``None``: none registered); tracked stock (``None``: nothing tracked)."""
@@ -768,17 +771,12 @@ def _plan_and_record(
         )
     # A kitchen that is paused, shedding or throttling this priority gets none of it, even
     # when another candidate's headroom admitted the order (or on the all-kitchens fallback).
-    paused = {
-        d.scope
-        for d in admission.decisions
-        if d.scope != GLOBAL and _refuses_new_work(d, admission.priority)
-    }
     kitchens = _kitchen_specs(
         tx,
         kitchen_rows=kitchen_rows,
         station_rows=station_rows,
         catalogue=catalogue,
-        paused_by_backpressure=paused,
+        paused_by_backpressure=admission.refusing,
     )
     request = OrderRequest(
         items=tuple((item.sku_id, item.quantity) for item in order.items),
@@ -839,11 +837,66 @@ def _plan_and_record(
         )
     _record_plan(tx, batch.tasks, task_ids, plan, order_id=order_id, key=key, now=now, actor=actor)
     stock.raise_low_stock_alerts(tx, kitchen_id=plan.kitchen_id, ingredients=taken, now=now)
-    order_row = tx.order(order_id)
-    assert order_row is not None
-    body_bytes = json.dumps(order_view(tx, order_row), separators=(",", ":")).encode()
+    view = _accepted_view(
+        order, order_id=order_id, plan=plan, tasks=batch.tasks, task_ids=task_ids, now=now
+    )
+    body_bytes = json.dumps(view, separators=(",", ":")).encode()
     planned_at = tuple(sorted({task.kitchen_id for task in batch.tasks}))
     return IntakeAnswer(201, JSON_MEDIA_TYPE, body_bytes, "accepted", kitchens=planned_at)
+
+
+def _accepted_view(
+    order: OrderCreate,
+    *,
+    order_id: str,
+    plan: OrderPlan,
+    tasks: Iterable[TaskPlan],
+    task_ids: Mapping[str, str],
+    now: float,
+) -> dict[str, Any]:
+    """The order just accepted as ``GET /v1/orders/{id}`` shows it, from what intake wrote (the
+    columns as stored: SQLite gives ``transport_min`` back as REAL; the tasks are all new, so
+    in the same order as a read, by id)."""
+    row = {
+        "id": order_id,
+        "status": "planned",
+        "reason": None,
+        "kitchen_id": plan.kitchen_id,
+        "predicted_ready_at": plan.predicted_ready_at,
+        "promised_by": order.promised_by_ts,
+        "destination": order.destination,
+        "transport_min": float(order.transport_min),
+        "priority": order.priority,
+        "created_at": now,
+        "ready_at": None,
+    }
+    items = [{"sku_id": item.sku_id, "quantity": item.quantity} for item in order.items]
+    views = [
+        task_view(
+            {
+                "id": task_ids[task.task_key],
+                "sku_id": task.sku_id,
+                "quantity": task.quantity,
+                "state": "planned",
+                "kitchen_id": task.kitchen_id,
+                "station_id": task.station_id,
+                "start_after": task.planned_start,
+                "finish_by": task.finish_by,
+                "predicted_ready_at": task.predicted_ready_at,
+                "fencing_token": 0,
+                "lease_agent_id": None,
+                "start_by": None,
+                "started_at": None,
+                "finished_at": None,
+                "cancel_reason": None,
+                "wasted_quantity": None,
+                "reassigned_at": None,
+            }
+        )
+        for task in tasks
+    ]
+    views.sort(key=lambda view: str(view["id"]))
+    return order_view_of(row, items, views)
 
 
 def _task_needs(task: TaskPlan, sku: SkuSpec) -> dict[str, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +30,14 @@ from control_plane.planning.sla import Prediction
 from control_plane.queries import Reader
 from control_plane.store import Store
 
+#: A row as read (``sqlite3.Row``) or as just written (a dict of the same columns).
+RowLike = sqlite3.Row | Mapping[str, Any]
+
 #: Order statuses from which an order can still be cancelled.
 CANCELLABLE = ("accepted", "planned", "in_prep")
 
 
-def task_view(row: sqlite3.Row, *, stranded: bool = False) -> dict[str, Any]:
+def task_view(row: RowLike, *, stranded: bool = False) -> dict[str, Any]:
     """One prep task as the operators' API shows it."""
     return {
         "id": row["id"],
@@ -96,8 +100,30 @@ def order_view(
     ``prediction`` is the SLA engine's latest for it (from the control loop)."""
     order_id = str(row["id"])
     tasks = reader.tasks_of_order(order_id)
+    return order_view_of(
+        row,
+        reader.order_items(order_id),
+        [
+            task_view(task)
+            if now is None
+            else task_view_at(reader, task, now=now, unreachable_after_s=unreachable_after_s)
+            for task in tasks
+        ],
+        prediction=prediction,
+    )
+
+
+def order_view_of(
+    row: RowLike,
+    items: Iterable[RowLike],
+    tasks: list[dict[str, Any]],
+    *,
+    prediction: Prediction | None = None,
+) -> dict[str, Any]:
+    """:func:`order_view` from the order's columns, its items' and its tasks' views (intake
+    builds its 201 from what it has just written, without reading it back)."""
     return {
-        "id": order_id,
+        "id": str(row["id"]),
         "status": row["status"],
         "reason": row["reason"],
         "kitchen_id": row["kitchen_id"],
@@ -108,16 +134,8 @@ def order_view(
         "priority": row["priority"],
         "created_at": iso(row["created_at"]),
         "ready_at": iso(row["ready_at"]),
-        "items": [
-            {"sku_id": item["sku_id"], "quantity": item["quantity"]}
-            for item in reader.order_items(order_id)
-        ],
-        "tasks": [
-            task_view(task)
-            if now is None
-            else task_view_at(reader, task, now=now, unreachable_after_s=unreachable_after_s)
-            for task in tasks
-        ],
+        "items": [{"sku_id": item["sku_id"], "quantity": item["quantity"]} for item in items],
+        "tasks": tasks,
         "prediction": prediction_view(prediction),
     }
 

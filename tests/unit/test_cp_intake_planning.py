@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from control_plane import catalogue, intake, orders, stock
@@ -337,3 +338,49 @@ def test_layered_bookings_keep_the_concurrency_of_the_tasks(
     points = sorted({t for start, end, _ in intervals for t in (start, end)})
     for at in points:
         assert _concurrency([(s, e, 1) for s, e in layers], at) == _concurrency(intervals, at)
+
+
+@hypothesis_settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    quantities=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    transport=st.one_of(st.integers(0, 20), st.floats(0, 20, allow_nan=False)),
+    promised_in_s=st.integers(40 * 60, 6 * 3600),
+)
+def test_the_201_is_the_order_as_read_back(
+    store: Store,
+    settings: Settings,
+    quantities: list[int],
+    transport: float,
+    promised_in_s: int,
+) -> None:
+    """Intake builds the 201 from what it wrote, not by reading it back: it is exactly what
+    ``GET /v1/orders/{id}`` shows (tasks in the same order, numbers with the stored types)."""
+    deliver(store, "patty", 10_000)
+    deliver(store, "bun", 10_000)
+    order = OrderCreate.model_validate(
+        {
+            "items": [{"sku_id": "burger", "quantity": q} for q in quantities],
+            "promised_by": datetime.fromtimestamp(T0 + promised_in_s, UTC).isoformat(),
+            "destination": "store-1",
+            "transport_min": transport,
+        }
+    )
+    answer = intake.submit_order(
+        store,
+        order,
+        key=str(uuid.uuid4()),
+        body_hash="h",
+        now=T0,
+        actor="test",
+        settings=settings,
+        in_flight=intake.KeysInFlight(),
+    )
+    assert answer.status == 201, answer.body
+    body = json.loads(answer.body)
+    with store.read() as reader:
+        row = reader.order(body["id"])
+        assert row is not None
+        assert body == orders.order_view(reader, row)
+    assert answer.body == json.dumps(body, separators=(",", ":")).encode()
