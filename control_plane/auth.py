@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from control_plane import audit
@@ -90,9 +91,12 @@ def authenticate_operator(reader: Reader, token: str | None) -> Operator:
     if not token:
         raise Unauthorized("send 'Authorization: Bearer <api token>'")
     digest = hash_secret(token)
-    row = reader.api_token(digest)
-    if row is not None:
-        return Operator(name=str(row["name"]), role=str(row["role"]))
+    # Known tokens only are kept: a flood of made-up ones must not crowd them out.
+    operator = reader.memoized(
+        ("operator", digest), partial(_operator, reader, digest), keep=lambda op: op is not None
+    )
+    if operator is not None:
+        return operator
     if reader.agent_by_credential(digest) is not None:
         raise Forbidden("agent credentials may use only the /v1/agents endpoints")
     raise Unauthorized("unknown API token")
@@ -102,6 +106,11 @@ def require_role(operator: Operator, role: str) -> Operator:
     if not operator.allows(role):
         raise Forbidden(f"this needs the {role} role; the token has {operator.role}")
     return operator
+
+
+def _operator(reader: Reader, digest: str) -> Operator | None:
+    row = reader.api_token(digest)
+    return None if row is None else Operator(name=str(row["name"]), role=str(row["role"]))
 
 
 def authenticate_agent(reader: Reader, credential: str | None) -> AgentIdentity:

@@ -424,32 +424,73 @@ class _Catalogue:
     unknown: list[str]
 
 
-def _sku_specs(reader: Reader, sku_ids: Iterable[str]) -> _Catalogue:
+@dataclass(frozen=True)
+class _CatalogueView:
+    """Every SKU as the planner sees it, and the kitchens and stations (as in their tables,
+    by id): what intake reads of the catalogue, the same for every order until it changes
+    (memoized per catalogue version, :meth:`Reader.memoized`)."""
+
+    skus: Mapping[str, SkuSpec]
+    #: ``(id, status)`` of every kitchen.
+    kitchens: tuple[tuple[str, str], ...]
+    #: ``(kitchen_id, station_id, slots)`` of every station.
+    stations: tuple[tuple[str, str, int], ...]
+    #: The stations of each kitchen: their ids, and as the planner sees them.
+    offered: Mapping[str, frozenset[str]]
+    station_specs: Mapping[str, tuple[StationSpec, ...]]
+
+
+def _catalogue(reader: Reader) -> _CatalogueView:
+    return reader.memoized("intake.catalogue", partial(_read_catalogue, reader))
+
+
+def _read_catalogue(reader: Reader) -> _CatalogueView:
+    skus = {str(row["id"]): _sku_spec(row) for row in reader.skus()}
+    stations = tuple(
+        (str(row["kitchen_id"]), str(row["id"]), int(row["slots"])) for row in reader.stations()
+    )
+    specs: dict[str, list[StationSpec]] = {}
+    for kitchen_id, station_id, slots in stations:
+        specs.setdefault(kitchen_id, []).append(StationSpec(station_id, slots))
+    return _CatalogueView(
+        skus,
+        tuple((str(row["id"]), str(row["status"])) for row in reader.kitchens()),
+        stations,
+        {k: frozenset(s.station_id for s in found) for k, found in specs.items()},
+        {k: tuple(found) for k, found in specs.items()},
+    )
+
+
+def _sku_spec(row: Any) -> SkuSpec:
+    steps = json.loads(row["recipe_steps_json"])
+    return SkuSpec(
+        sku_id=str(row["id"]),
+        station_id=row["station_id"],
+        duration_s=float(row["total_duration_s"]),
+        freshness_window_min=float(row["freshness_window_min"]),
+        priority=str(row["priority"]),
+        equipment_kinds=frozenset(
+            str(step["equipment_kind"])
+            for step in steps
+            if step.get("equipment_kind") and not step.get("manual")
+        ),
+        max_batch_units=int(row["max_batch_units"]),
+        ingredients=tuple(
+            (str(ingredient), float(per_unit))
+            for ingredient, per_unit in json.loads(row["ingredients_json"])
+        ),
+    )
+
+
+def _sku_specs(view: _CatalogueView, sku_ids: Iterable[str]) -> _Catalogue:
     specs: dict[str, SkuSpec] = {}
     unknown: list[str] = []
     for sku_id in sorted(set(sku_ids)):
-        row = reader.sku(sku_id)
-        if row is None:
+        spec = view.skus.get(sku_id)
+        if spec is None:
             unknown.append(sku_id)
-            continue
-        steps = json.loads(row["recipe_steps_json"])
-        specs[sku_id] = SkuSpec(
-            sku_id=sku_id,
-            station_id=row["station_id"],
-            duration_s=float(row["total_duration_s"]),
-            freshness_window_min=float(row["freshness_window_min"]),
-            priority=str(row["priority"]),
-            equipment_kinds=frozenset(
-                str(step["equipment_kind"])
-                for step in steps
-                if step.get("equipment_kind") and not step.get("manual")
-            ),
-            max_batch_units=int(row["max_batch_units"]),
-            ingredients=tuple(
-                (str(ingredient), float(per_unit))
-                for ingredient, per_unit in json.loads(row["ingredients_json"])
-            ),
-        )
+        else:
+            specs[sku_id] = spec
     return _Catalogue(specs, unknown)
 
 
@@ -465,17 +506,16 @@ class _Admission:
 def _admission(reader: Reader, order: OrderCreate, planning: PlanningState) -> _Admission | None:
     """Admit or refuse ``order`` under the published decisions of the global scope and the
     active kitchens that have its stations (None: it names an unknown SKU, rejected later)."""
-    catalogue = _sku_specs(reader, (item.sku_id for item in order.items))
+    view = _catalogue(reader)
+    catalogue = _sku_specs(view, (item.sku_id for item in order.items))
     if catalogue.unknown:
         return None
     needed = {spec.station_id for spec in catalogue.specs.values()}
-    offered: dict[str, set[str]] = {}
-    for row in reader.stations():
-        offered.setdefault(row["kitchen_id"], set()).add(row["id"])
+    nothing: frozenset[str] = frozenset()
     candidates = [
-        str(row["id"])
-        for row in reader.kitchens()
-        if row["status"] == "active" and needed <= offered.get(str(row["id"]), set())
+        kitchen_id
+        for kitchen_id, status in view.kitchens
+        if status == "active" and needed <= view.offered.get(kitchen_id, nothing)
     ]
     decisions = planning.decisions_for(candidates)
     priority = _worst_priority(order, catalogue.specs)
@@ -529,17 +569,13 @@ def _layers(intervals: Iterable[tuple[float, float, int]]) -> list[tuple[float, 
 def _kitchen_specs(
     tx: Reader,
     *,
-    kitchen_rows: Iterable[Any],
-    station_rows: Iterable[Any],
+    view: _CatalogueView,
     catalogue: _Catalogue,
     paused_by_backpressure: frozenset[str],
 ) -> list[KitchenSpec]:
     """Every kitchen as the planner sees it: a kitchen backpressure pauses counts as paused;
     equipment health (``None``: none registered); tracked stock (``None``: nothing tracked)."""
     needed_ingredients = {i for spec in catalogue.specs.values() for i, _ in spec.ingredients}
-    stations: dict[str, list[StationSpec]] = {}
-    for row in station_rows:
-        stations.setdefault(row["kitchen_id"], []).append(StationSpec(row["id"], int(row["slots"])))
     equipment: dict[str, list[EquipmentUnit]] = {}
     for row in tx.planning_equipment():
         if row["kind"] not in _NOT_CAPACITY:
@@ -550,9 +586,8 @@ def _kitchen_specs(
     for row in tx.kitchen_stock() if needed_ingredients else ():
         stock.setdefault(row["kitchen_id"], {})[row["ingredient"]] = float(row["quantity"])
     kitchens: list[KitchenSpec] = []
-    for row in kitchen_rows:
-        kitchen_id = str(row["id"])
-        status = str(row["status"])
+    for kitchen_id, stored_status in view.kitchens:
+        status = stored_status
         if status == "active" and kitchen_id in paused_by_backpressure:
             status = "paused"
         tracked = stock.get(kitchen_id)
@@ -564,7 +599,7 @@ def _kitchen_specs(
             KitchenSpec(
                 kitchen_id,
                 status,
-                tuple(stations.get(kitchen_id, ())),
+                view.station_specs.get(kitchen_id, ()),
                 equipment=tuple(units) if units else None,
                 stock=tracked,
             )
@@ -738,7 +773,8 @@ def _plan_and_record(
 
     ``admission``: the verdict taken before the write transaction (None: take it here)."""
     order_id = "ord-" + time_ordered_hex()
-    catalogue = _sku_specs(tx, (item.sku_id for item in order.items))
+    view = _catalogue(tx)
+    catalogue = _sku_specs(view, (item.sku_id for item in order.items))
     rejected = partial(_reject, tx, order, order_id=order_id, key=key, now=now, actor=actor)
     if catalogue.unknown:
         return rejected(
@@ -752,7 +788,6 @@ def _plan_and_record(
                 detail=f"transport of {order.transport_min:g} min exceeds the {window:g} min"
                 f" freshness window of {item.sku_id}",
             )
-    kitchen_rows, station_rows = tx.kitchens(), tx.stations()
     if admission is None:
         admission = _admission(tx, order, planning)
         assert admission is not None  # the catalogue had no unknown SKU
@@ -773,8 +808,7 @@ def _plan_and_record(
     # when another candidate's headroom admitted the order (or on the all-kitchens fallback).
     kitchens = _kitchen_specs(
         tx,
-        kitchen_rows=kitchen_rows,
-        station_rows=station_rows,
+        view=view,
         catalogue=catalogue,
         paused_by_backpressure=admission.refusing,
     )
@@ -837,10 +871,10 @@ def _plan_and_record(
         )
     _record_plan(tx, batch.tasks, task_ids, plan, order_id=order_id, key=key, now=now, actor=actor)
     stock.raise_low_stock_alerts(tx, kitchen_id=plan.kitchen_id, ingredients=taken, now=now)
-    view = _accepted_view(
+    accepted = _accepted_view(
         order, order_id=order_id, plan=plan, tasks=batch.tasks, task_ids=task_ids, now=now
     )
-    body_bytes = json.dumps(view, separators=(",", ":")).encode()
+    body_bytes = json.dumps(accepted, separators=(",", ":")).encode()
     planned_at = tuple(sorted({task.kitchen_id for task in batch.tasks}))
     return IntakeAnswer(201, JSON_MEDIA_TYPE, body_bytes, "accepted", kitchens=planned_at)
 

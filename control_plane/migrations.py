@@ -398,4 +398,64 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END;
         """,
     ),
+    (
+        # Changed in the same transaction as any change to what processes keep derived views
+        # of (queries.CatalogueMemo): kitchens, stations, SKUs and operator tokens. A random
+        # value, not a counter: a change rolled back must not leave its version to be reused
+        # by a different change committed later.
+        "0014_catalogue_version",
+        """
+        CREATE TABLE catalogue_version (
+            id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+        INSERT INTO catalogue_version (id, version) VALUES (1, 0);
+        CREATE TRIGGER catalogue_version_on_kitchens_insert AFTER INSERT ON kitchens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_kitchens_update AFTER UPDATE ON kitchens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_kitchens_delete AFTER DELETE ON kitchens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_stations_insert AFTER INSERT ON stations
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_stations_update AFTER UPDATE ON stations
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_stations_delete AFTER DELETE ON stations
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_skus_insert AFTER INSERT ON skus
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_skus_update AFTER UPDATE ON skus
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_skus_delete AFTER DELETE ON skus
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_api_tokens_insert AFTER INSERT ON api_tokens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_api_tokens_update AFTER UPDATE ON api_tokens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        CREATE TRIGGER catalogue_version_on_api_tokens_delete AFTER DELETE ON api_tokens
+        BEGIN
+            UPDATE catalogue_version SET version = random();
+        END;
+        """,
+    ),
 )

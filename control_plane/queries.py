@@ -7,17 +7,84 @@ consistent snapshot; :class:`control_plane.store.Writer` extends it with the wri
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Task states that still occupy a station slot (queued or cooking).
 OPEN_TASK_STATES = ("planned", "leased", "started")
 
 
+class CatalogueMemo:
+    """What a process derived from the catalogue (kitchens, stations, SKUs) and the operator
+    tokens, kept while the store's catalogue version is unchanged.
+
+    Every order read the same kitchens, stations and SKUs (twice: at admission and again in
+    the write), and every request its token. Triggers give ``catalogue_version`` a new random
+    value in the same transaction as any change to those tables, whoever makes it (this
+    process, another server, the control loop, the intake writer). No two states of those
+    tables share a version (a change rolled back leaves its version to no one), so a value
+    derived in a snapshot of version ``v`` is right for any snapshot that reads ``v``. One
+    version is kept at a time, at most ``max_entries`` values of it.
+
+    >>> memo = CatalogueMemo()
+    >>> memo.lookup(7, "k", lambda: "built"), memo.lookup(7, "k", lambda: "again")
+    ('built', 'built')
+    >>> memo.lookup(-3, "k", lambda: "new")
+    'new'
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._entries: dict[Hashable, Any] = {}
+
+    def lookup(
+        self,
+        version: int,
+        key: Hashable,
+        build: Callable[[], T],
+        *,
+        keep: Callable[[T], bool] = lambda _: True,
+    ) -> T:
+        """The value of ``key`` at ``version``: the kept one, or ``build()`` (kept if
+        ``keep(value)``; a value of another version replaces what was kept)."""
+        with self._lock:
+            if version == self._version and key in self._entries:
+                found: T = self._entries[key]
+                return found
+        value = build()
+        if keep(value):
+            with self._lock:
+                if version != self._version:
+                    self._version, self._entries = version, {}
+                if len(self._entries) < self.max_entries:
+                    self._entries[key] = value
+        return value
+
+
 class Reader:
     """Queries against one open transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, memo: CatalogueMemo | None = None) -> None:
         self._conn = conn
+        self._memo = memo
+
+    def memoized(
+        self, key: Hashable, build: Callable[[], T], *, keep: Callable[[T], bool] = lambda _: True
+    ) -> T:
+        """``build()``, a pure function of the catalogue tables (kitchens, stations, SKUs,
+        operator tokens) read in this transaction, or what it gave at the same catalogue
+        version (see :class:`CatalogueMemo`); a value ``keep`` refuses is not kept."""
+        if self._memo is None:
+            return build()
+        row = self._one("SELECT version FROM catalogue_version")
+        if row is None:  # a store not migrated yet
+            return build()
+        return self._memo.lookup(int(row[0]), key, build, keep=keep)
 
     def _one(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from control_plane.errors import StoreError
 from control_plane.migrations import MIGRATIONS
-from control_plane.queries import Reader
+from control_plane.queries import CatalogueMemo, Reader
 
 
 class Writer(Reader):
@@ -927,13 +927,15 @@ class GroupCommitter:
         """Run and commit ``batch``; the caller holds the write lock."""
         conn = self._store._connection()
         try:
-            _run_batch(conn, batch)
+            _run_batch(conn, batch, self._store.memo)
             _finish_batch(conn, batch, None)
         except BaseException as exc:
             _finish_batch(conn, batch, exc)
 
 
-def _run_batch(conn: sqlite3.Connection, batch: Sequence[_Job[Any]]) -> None:
+def _run_batch(
+    conn: sqlite3.Connection, batch: Sequence[_Job[Any]], memo: CatalogueMemo | None = None
+) -> None:
     """Begin a write transaction and run every unit of ``batch`` in it, each in its own
     SAVEPOINT (a unit that fails is rolled back alone and keeps its exception). Raises, with the
     transaction rolled back, only when the transaction itself fails."""
@@ -942,7 +944,7 @@ def _run_batch(conn: sqlite3.Connection, batch: Sequence[_Job[Any]]) -> None:
         for job in batch:
             conn.execute("SAVEPOINT job")
             try:
-                job.result = job.work(Writer(conn))
+                job.result = job.work(Writer(conn, memo))
             except BaseException as exc:
                 conn.execute("ROLLBACK TO job")
                 job.error = (
@@ -1047,7 +1049,7 @@ class LoopCommitter:
         try:
             conn = self._connection()
             try:
-                _run_batch(conn, jobs)
+                _run_batch(conn, jobs, self._store.memo)
             except BaseException as exc:
                 _finish_batch(conn, jobs, exc)
             else:
@@ -1101,6 +1103,8 @@ class Store:
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        #: Views derived from the catalogue, shared by this store's readers and writers.
+        self.memo = CatalogueMemo()
         self._committer = GroupCommitter(self)
         self._loop_committer = LoopCommitter(self)
 
@@ -1125,7 +1129,7 @@ class Store:
         with self._write_lock:
             conn = self._connection()
             try:
-                _run_batch(conn, jobs)
+                _run_batch(conn, jobs, self.memo)
             except BaseException as exc:
                 _finish_batch(conn, jobs, exc)
             else:
@@ -1176,7 +1180,7 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot begin a write: {exc}") from exc
             try:
-                yield Writer(conn)
+                yield Writer(conn, self.memo)
             except sqlite3.Error as exc:
                 _rollback(conn)
                 raise StoreError(f"write failed: {exc}") from exc
@@ -1198,7 +1202,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot begin a read: {exc}") from exc
         try:
-            yield Reader(conn)
+            yield Reader(conn, self.memo)
         except sqlite3.Error as exc:
             raise StoreError(f"read failed: {exc}") from exc
         finally:
