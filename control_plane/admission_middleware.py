@@ -34,7 +34,7 @@ from control_plane.planning.admission import (
     acquire,
     release,
 )
-from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, problem_body
+from control_plane.problem_json import PROBLEM_MEDIA_TYPE, encode_problem, problem_body
 
 __all__ = [
     "REFUSED_SCOPE_KEY",

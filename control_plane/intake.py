@@ -62,7 +62,7 @@ from control_plane.planning.world import (
     World,
 )
 from control_plane.planning_state import PlanningState
-from control_plane.problems import PROBLEM_MEDIA_TYPE, encode_problem, error_problem
+from control_plane.problem_json import PROBLEM_MEDIA_TYPE, encode_problem, error_problem
 from control_plane.queries import Reader
 from control_plane.schemas import OrderCreate
 from control_plane.store import Store, Writer

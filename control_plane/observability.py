@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from control_plane.admission_middleware import REFUSED_SCOPE_KEY
 from control_plane.errors import PayloadTooLarge
 from control_plane.metrics import Metrics
-from control_plane.problems import encode_problem, error_problem
+from control_plane.problem_json import encode_problem, error_problem
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None

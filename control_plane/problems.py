@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,9 +15,13 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.errors import BrigadeError, Unauthorized
+from control_plane.problem_json import (
+    PROBLEM_MEDIA_TYPE,
+    encode_problem,
+    error_problem,
+    problem_body,
+)
 
-PROBLEM_BASE = "https://brigade.example/problems/"
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("brigade.problems")
 
 _HTTP_SLUGS = {
@@ -32,33 +35,6 @@ _HTTP_SLUGS = {
 }
 
 
-def problem_body(
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    *,
-    reason: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON object of one problem answer."""
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if reason is not None:
-        body["reason"] = reason
-    body.update(extra or {})
-    return body
-
-
-def encode_problem(body: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, the bytes stored for idempotent replays too."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def problem_response(body: dict[str, Any], *, headers: dict[str, str] | None = None) -> Response:
     """A problem answer with the right media type."""
     return Response(
@@ -67,11 +43,6 @@ def problem_response(body: dict[str, Any], *, headers: dict[str, str] | None = N
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
-
-
-def error_problem(exc: BrigadeError) -> dict[str, Any]:
-    """The problem body of one of our errors."""
-    return problem_body(exc.status, exc.slug, exc.title, exc.detail, reason=exc.reason)
 
 
 def _brigade_error(_request: Request, exc: Exception) -> Response:
