@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     #: Where ``brigade serve`` decides orders: ``process`` (a child process on another core,
     #: :mod:`control_plane.intake_writer`) or ``loop`` (on the server's event loop).
     intake_writer: Literal["process", "loop"] = "process"
+    #: An intake writer process that has not answered an order this long is killed and
+    #: started again (what waited on it gets 503); longer than SQLite's 30 s busy timeout.
+    intake_writer_timeout_s: float = Field(default=60.0, gt=0)
     backpressure_horizon_s: float = Field(default=3600.0, gt=0)
     backpressure_min_dwell_s: float = Field(default=60.0, ge=0)
     #: Re-planning runs as soon as a kitchen becomes affected (paused, offline, unreachable,

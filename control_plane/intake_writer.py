@@ -117,13 +117,29 @@ class FrameDecoder:
 class _Answers(asyncio.Protocol):
     """The child's stdout, read on the server's event loop."""
 
-    def __init__(self, on_answers: Callable[[list[Any]], None], on_end: Callable[[], None]):
+    def __init__(
+        self,
+        on_answers: Callable[[list[Any]], None],
+        on_end: Callable[[], None],
+        on_garbled: Callable[[BaseException], None],
+    ) -> None:
         self._decoder = FrameDecoder()
         self._on_answers = on_answers
         self._on_end = on_end
+        self._on_garbled = on_garbled
+        self._garbled = False
 
     def data_received(self, data: bytes) -> None:
-        for batch in self._decoder.feed(data):
+        if self._garbled:
+            return
+        try:
+            batches = self._decoder.feed(data)
+        except Exception as exc:
+            # Every later answer would wait behind the frame that cannot be read.
+            self._garbled = True
+            self._on_garbled(exc)
+            return
+        for batch in batches:
             self._on_answers(batch)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -142,13 +158,17 @@ class IntakeWriter:
         self._child: subprocess.Popen[bytes] | None = None
         self._requests: asyncio.WriteTransport | None = None
         self._ended: asyncio.Event | None = None
-        self._waiting: dict[int, asyncio.Future[IntakeAnswer]] = {}
+        #: Each order sent and not answered: its answer's future and when it was sent (in the
+        #: order sent, so the first is the oldest).
+        self._waiting: dict[int, tuple[asyncio.Future[IntakeAnswer], float]] = {}
         self._ids = itertools.count(1)
         self._prep_sent: PrepTimeModel | None = None
         self._stopping = False
         self._started_at = 0.0
         self._next_restart_s = 0.0
         self._restart: asyncio.TimerHandle | None = None
+        self._respawning: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         metrics.intake_writer_waiting.set_function(lambda: len(self._waiting))
 
     @property
@@ -160,6 +180,7 @@ class IntakeWriter:
         """Start the child; orders sent before it is ready wait in its pipe."""
         self._loop = asyncio.get_running_loop()
         await self._spawn()
+        self._watch()
 
     async def submit(self, pending: PendingOrder, planning: PlanningState) -> IntakeAnswer:
         """Have the child decide ``pending``; its answer, once its batch is committed."""
@@ -174,14 +195,16 @@ class IntakeWriter:
         frames = []
         model = planning.prep_model()
         if model is not self._prep_sent:
-            frames.append(encode_frame(("prep", model)))
-            self._prep_sent = model
+            # The estimates only: the completions each series keeps are the control loop's
+            # (megabytes for a large fleet), and planning reads none of them.
+            frames.append(encode_frame(("prep", model.estimates_only())))
         request_id = next(self._ids)
         frames.append(encode_frame(("order", request_id, pending)))
         answer: asyncio.Future[IntakeAnswer] = loop.create_future()
-        self._waiting[request_id] = answer
+        self._waiting[request_id] = (answer, time.monotonic())
         try:
             requests.write(b"".join(frames))
+            self._prep_sent = model
             return await answer
         finally:
             self._waiting.pop(request_id, None)
@@ -190,8 +213,13 @@ class IntakeWriter:
         """Close the child's stdin (it decides what it holds, then exits); kill it if it has
         not exited within ``timeout_s``."""
         self._stopping = True
-        if self._restart is not None:
-            self._restart.cancel()
+        for timer in (self._restart, self._watchdog):
+            if timer is not None:
+                timer.cancel()
+        if self._respawning is not None and not self._respawning.done():
+            # A child being started now: let it finish starting, then stop it like any other.
+            with contextlib.suppress(Exception):
+                await self._respawning
         child, ended = self._child, self._ended
         if self._requests is not None:
             self._requests.close()
@@ -220,7 +248,11 @@ class IntakeWriter:
         self._started_at = time.monotonic()
         requests, _ = await loop.connect_write_pipe(asyncio.Protocol, child.stdin)
         await loop.connect_read_pipe(
-            lambda: _Answers(self._answered, partial(self._ended_child, child, ended)),
+            lambda: _Answers(
+                self._answered,
+                partial(self._ended_child, child, ended),
+                partial(self._garbled, child),
+            ),
             child.stdout,
         )
         requests.write(encode_frame(self._settings.model_dump_json()))
@@ -230,13 +262,36 @@ class IntakeWriter:
     def _answered(self, batch: list[tuple[int, bool, Any]]) -> None:
         self._metrics.intake_writer_batch_orders.observe(len(batch))
         for request_id, ok, value in batch:
-            waiting = self._waiting.get(request_id)
+            waiting, _ = self._waiting.get(request_id, (None, 0.0))
             if waiting is None or waiting.done():
                 continue  # its request went away (the client disconnected)
             if ok:
                 waiting.set_result(value)
             else:
                 waiting.set_exception(value)
+
+    def _garbled(self, child: subprocess.Popen[bytes], error: BaseException) -> None:
+        log.error(
+            "unreadable answer from intake writer process %d; killed", child.pid, exc_info=error
+        )
+        child.kill()  # its end of file fails what waits on it, and a new child starts
+
+    def _watch(self) -> None:
+        """Once a second: a child that has not answered its oldest order within
+        ``intake_writer_timeout_s`` is stuck (a wedged disk, a bug that never returns) and
+        is killed, so what waits on it gets its 503 and a new child starts."""
+        assert self._loop is not None
+        self._watchdog = self._loop.call_later(1.0, self._watch)
+        child, timeout_s = self._child, self._settings.intake_writer_timeout_s
+        oldest = next(iter(self._waiting.values()), None)
+        if child is None or oldest is None or time.monotonic() - oldest[1] < timeout_s:
+            return
+        log.error(
+            "intake writer process %d has not answered an order in %.0f s; killed",
+            child.pid,
+            timeout_s,
+        )
+        child.kill()
 
     def _ended_child(self, child: subprocess.Popen[bytes], ended: asyncio.Event) -> None:
         """The child's stdout ended: it exited (stopped, or died)."""
@@ -251,7 +306,7 @@ class IntakeWriter:
             "order intake restarted while this order was being decided; retry with the same"
             " Idempotency-Key to get its answer"
         )
-        for waiting in self._waiting.values():
+        for waiting, _ in self._waiting.values():
             if not waiting.done():
                 waiting.set_exception(gone)
         if self._stopping:
@@ -275,10 +330,13 @@ class IntakeWriter:
         self._restart = loop.call_later(delay_s, self._respawn)
 
     def _respawn(self) -> None:
-        if self._stopping:
+        if self._stopping or self._child is not None:
+            return
+        if self._respawning is not None and not self._respawning.done():
             return
         task = asyncio.get_running_loop().create_task(self._spawn())
         task.add_done_callback(self._spawned)
+        self._respawning = task
 
     def _spawned(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -325,19 +383,28 @@ def _outcome(result: IntakeAnswer | None, error: BaseException | None) -> tuple[
 
 
 def _decide_all(
-    store: Any, messages: list[Any], *, settings: Settings, planning: PlanningState
-) -> list[tuple[int, bool, Any]]:
+    store: Any,
+    messages: list[Any],
+    *,
+    settings: Settings,
+    planning: PlanningState,
+    send: Callable[[list[tuple[int, bool, Any]]], None],
+) -> None:
     """Apply ``messages`` in order: a prep-time model for the orders after it, orders decided
-    in batches of at most :data:`MAX_BATCH`, one commit each."""
-    answers: list[tuple[int, bool, Any]] = []
+    in batches of at most :data:`MAX_BATCH`, one commit each, whose answers are ``send``-t as
+    soon as it is done."""
     batch: list[tuple[int, PendingOrder]] = []
 
     def commit() -> None:
         outcomes = store.commit_units(
             [partial(decide, pending=p, settings=settings, planning=planning) for _, p in batch]
         )
-        for (request_id, _), (result, error) in zip(batch, outcomes, strict=True):
-            answers.append((request_id, *_outcome(result, error)))
+        send(
+            [
+                (request_id, *_outcome(result, error))
+                for (request_id, _), (result, error) in zip(batch, outcomes, strict=True)
+            ]
+        )
         batch.clear()
 
     for message in messages:
@@ -352,7 +419,6 @@ def _decide_all(
             commit()
     if batch:
         commit()
-    return answers
 
 
 def main() -> int:
@@ -377,12 +443,15 @@ def main() -> int:
     # collector's reach, so its full collections scan only what the orders allocate.
     gc.collect()
     gc.freeze()
+
+    def send(answers: list[tuple[int, bool, Any]]) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the server is gone: stdin ends next
+            _write_all(answers_fd, encode_frame(answers))
+
     try:
         while messages or (messages := _read_messages(0, decoder)):
-            answers = _decide_all(store, messages, settings=settings, planning=planning)
+            _decide_all(store, messages, settings=settings, planning=planning, send=send)
             messages = []
-            with contextlib.suppress(BrokenPipeError):
-                _write_all(answers_fd, encode_frame(answers))
     finally:
         store.close()
     return 0

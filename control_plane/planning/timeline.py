@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Iterable
 
 
@@ -112,7 +113,12 @@ class SlotTimeline:
                 j -= 1
             if blocked_at is None:
                 return start
+            # The latest start that ends by the full segment. ``blocked_at - duration`` may
+            # round so that adding the duration back passes ``blocked_at``: the same full
+            # segment would be found again and again, for ever.
             start = blocked_at - duration
+            while start + duration > blocked_at:
+                start = math.nextafter(start, -math.inf)
         return None
 
     def earliest_start(self, *, earliest: float, latest: float, duration: float) -> float | None:

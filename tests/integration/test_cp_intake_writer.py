@@ -5,6 +5,7 @@ with it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -161,3 +162,42 @@ def test_a_killed_server_takes_its_writer_child_with_it(
         setup_sku(client)
         assert place_order(client, order_body()).status_code == 201
     writer_child(server.process.pid)
+
+
+def test_a_stuck_writer_child_is_killed_and_its_orders_answered_503(
+    start_control_plane: StartControlPlane,
+) -> None:
+    """A child that is alive but never answers (here: stopped with SIGSTOP) is killed once its
+    oldest order has waited ``intake_writer_timeout_s``; the order gets 503 and its retry with
+    the same key a 201 from the new child."""
+    server = start_control_plane(intake_writer_timeout_s=2)
+    stuck = writer_child(server.process.pid)
+    with server.client(timeout=30) as client:
+        setup_kitchen(client)
+        setup_sku(client)
+        body = order_body()
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            answer = place_order(client, body, key="stuck-1")
+            waited_s = time.monotonic() - started
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stuck, signal.SIGCONT)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["type"].endswith("/intake-unavailable")
+        assert answer.headers["Retry-After"] == "1"
+        assert 1.5 <= waited_s < 10
+        wait_until(
+            lambda: metric(client, "brigade_intake_writer_restarts_total") == 1.0,
+            timeout=10,
+            what="the restart counted",
+        )
+        wait_until(
+            lambda: children_of(server.process.pid, WRITER_MODULE) not in ([], [stuck]),
+            timeout=10,
+            what="a new intake writer",
+        )
+        retry = place_order(client, body, key="stuck-1")
+        assert retry.status_code == 201, retry.text
+        assert "Idempotent-Replayed" not in retry.headers

@@ -5,7 +5,10 @@ orders after it only) in bounded batches, and the app wired with it answers orde
 from __future__ import annotations
 
 import asyncio
+import os
 import pickle
+import signal
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,20 @@ from control_plane.intake import IntakeAnswer
 from control_plane.intake_writer import (
     MAX_BATCH,
     FrameDecoder,
+    IntakeWriter,
+    _Answers,
     _decide_all,
     _outcome,
     encode_frame,
 )
-from control_plane.planning.prep_times import PrepSettings, PrepTimeModel
+from control_plane.metrics import Metrics
+from control_plane.planning.prep_times import (
+    PredictionError,
+    PrepEstimate,
+    PrepSeries,
+    PrepSettings,
+    PrepTimeModel,
+)
 from control_plane.planning_state import PlanningState
 from control_plane.store import Store, Writer
 
@@ -126,18 +138,101 @@ def test_a_new_prep_model_applies_to_the_orders_after_it_and_batches_are_bounded
         ("prep", second),
         *[("order", 10 + n, f"pending-{n}") for n in range(MAX_BATCH + 3)],
     ]
+    frames: list[list[tuple[int, bool, Any]]] = []
     settings = Settings(db_path=Path("unused.db"))
-    answers = _decide_all(store, sent, settings=settings, planning=planning)
+    _decide_all(store, sent, settings=settings, planning=planning, send=frames.append)
     assert [(n, model is first) for n, model in store.batches] == [
         (2, True),
         (MAX_BATCH, False),
         (3, False),
     ]
     assert store.batches[1][1] is second
-    assert [request_id for request_id, _, _ in answers] == [1, 2] + [
-        10 + n for n in range(MAX_BATCH + 3)
+    # One frame of answers per commit, sent as soon as it is done.
+    assert [[request_id for request_id, _, _ in frame] for frame in frames] == [
+        [1, 2],
+        [10 + n for n in range(MAX_BATCH)],
+        [10 + MAX_BATCH + n for n in range(3)],
     ]
-    assert all(ok for _, ok, _ in answers)
+    assert all(ok for frame in frames for _, ok, _ in frame)
+
+
+def test_the_model_sent_to_the_child_plans_the_same_and_is_small() -> None:
+    def series(n: int, source: str) -> PrepSeries:
+        # Each its own completions, as learned (a shared object would pickle once).
+        completions = tuple((float(n * 1000 + i), 290.0 + (n + i) % 20) for i in range(128))
+        return PrepSeries(completions, PrepEstimate(300.0 + n, 340.0 + n, source, 128))
+
+    model = PrepTimeModel(
+        by_kitchen_sku={
+            (f"k{k}", f"s{s}"): series(k * 20 + s, "kitchen_sku")
+            for k in range(50)
+            for s in range(20)
+        },
+        by_sku={f"s{n}": series(n, "sku") for n in range(20)},
+        errors={("k0", "s0"): PredictionError(3, 30.0, 10.0, 2)},
+    )
+    slim = model.estimates_only()
+    for kitchen in ("k0", "k49", "k-unknown"):
+        for sku in ("s0", "s19", "s-unknown"):
+            assert slim.estimate(kitchen, sku, nominal_s=100.0) == model.estimate(
+                kitchen, sku, nominal_s=100.0
+            )
+    assert len(pickle.dumps(slim)) * 10 < len(pickle.dumps(model))
+
+
+def test_an_unreadable_answer_is_reported_once_and_nothing_after_it_is_delivered() -> None:
+    answers: list[Any] = []
+    garbled: list[BaseException] = []
+    protocol = _Answers(answers.append, lambda: None, garbled.append)
+    protocol.data_received(encode_frame([(1, True, "a")]))
+    protocol.data_received(b"\x00\x00\x00\x03xyz" + encode_frame([(2, True, "b")]))
+    protocol.data_received(encode_frame([(3, True, "c")]))
+    assert answers == [[(1, True, "a")]]
+    assert len(garbled) == 1
+
+
+def test_stopping_while_a_new_child_starts_stops_it_at_once(tmp_path: Path) -> None:
+    settings = Settings(db_path=tmp_path / "cp.db")
+    Store.open(settings.db_path).close()
+    writer = IntakeWriter(settings, metrics=Metrics())
+
+    async def main() -> tuple[int | None, float]:
+        await writer.start()
+        first = writer.pid
+        assert first is not None
+        writer._next_restart_s = 30.0  # the automatic restart waits: this test starts one
+        os.kill(first, signal.SIGKILL)
+        while writer.pid == first:  # its end of file seen
+            await asyncio.sleep(0.01)
+        writer._respawn()  # a new child is being started...
+        await asyncio.sleep(0)  # (started: its process runs, its pipes are being connected)
+        started = time.monotonic()
+        await writer.stop(timeout_s=5.0)  # ...when the server stops
+        return writer.pid, time.monotonic() - started
+
+    _, took_s = asyncio.run(main())
+    assert took_s < 4.0
+    # The child being started was stopped too, not left running.
+    deadline = time.monotonic() + 5
+    while _writer_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _writer_children() == []
+
+
+def _writer_children() -> list[int]:
+    """Live intake writer processes started by this test process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(ppid) == os.getpid() and state != "Z" and b"control_plane.intake_writer" in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def test_the_app_wired_with_the_writer_child_answers_orders(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,3 +95,29 @@ def test_a_timeline_built_in_one_sweep_is_the_one_booked_interval_by_interval(
     booked = _timeline(slots, bookings)
     assert (swept.times, swept.counts, swept.slots) == (booked.times, booked.counts, slots)
     assert abs(swept.busy_s - booked.busy_s) < 1e-9
+
+
+def test_a_start_that_rounds_past_the_full_segment_does_not_loop_for_ever() -> None:
+    """``48.1 - d + d`` rounds above 48.1 for this ``d``: the search used to find the same full
+    segment for ever (found by review, with a random search)."""
+    timeline = SlotTimeline(2)
+    timeline.times = [5.0, 10.0, 14.3, 22.0, 29.3, 48.1, 53.2, 57.0]
+    timeline.counts = [1, 0, 1, 0, 1, 2, 1, 0]
+    duration = 8.077587732631184
+    assert (48.1 - duration) + duration > 48.1  # the rounding this is about
+
+    def hung(_signum: int, _frame: object) -> None:
+        raise TimeoutError("latest_start did not return within 5 s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        found = timeline.latest_start(
+            earliest=17.105453652307652, latest=44.805928935986, duration=duration
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert found is not None
+    assert found + duration <= 48.1
+    assert timeline.peak(found, found + duration) < timeline.slots
