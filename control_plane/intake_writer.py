@@ -34,6 +34,10 @@ Failures:
   a retry with the same key gets the order's answer either way (replayed if it was). The
   server starts a new child at once, then after a backoff (1 s doubling to 30 s) while they
   keep dying; meanwhile new orders get the same ``503``.
+- **The child is stuck** (alive, but a wedged disk or a bug keeps it from answering): once
+  its oldest order has waited ``intake_writer_timeout_s`` (60 s, longer than SQLite's 30 s
+  busy timeout) it is killed, and the above follows. An answer that cannot be read kills it
+  too, as every later answer would wait behind it.
 - **The server dies** (``kill -9`` included): the child reads end of file, finishes the batch
   it holds and exits. Answers it can no longer deliver are stored under their keys.
 - The child ignores SIGINT and SIGTERM (they reach the whole process group); the server stops
