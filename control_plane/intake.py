@@ -433,8 +433,6 @@ class _CatalogueView:
     skus: Mapping[str, SkuSpec]
     #: ``(id, status)`` of every kitchen.
     kitchens: tuple[tuple[str, str], ...]
-    #: ``(kitchen_id, station_id, slots)`` of every station.
-    stations: tuple[tuple[str, str, int], ...]
     #: The stations of each kitchen: their ids, and as the planner sees them.
     offered: Mapping[str, frozenset[str]]
     station_specs: Mapping[str, tuple[StationSpec, ...]]
@@ -446,16 +444,14 @@ def _catalogue(reader: Reader) -> _CatalogueView:
 
 def _read_catalogue(reader: Reader) -> _CatalogueView:
     skus = {str(row["id"]): _sku_spec(row) for row in reader.skus()}
-    stations = tuple(
-        (str(row["kitchen_id"]), str(row["id"]), int(row["slots"])) for row in reader.stations()
-    )
     specs: dict[str, list[StationSpec]] = {}
-    for kitchen_id, station_id, slots in stations:
-        specs.setdefault(kitchen_id, []).append(StationSpec(station_id, slots))
+    for row in reader.stations():
+        specs.setdefault(str(row["kitchen_id"]), []).append(
+            StationSpec(str(row["id"]), int(row["slots"]))
+        )
     return _CatalogueView(
         skus,
         tuple((str(row["id"]), str(row["status"])) for row in reader.kitchens()),
-        stations,
         {k: frozenset(s.station_id for s in found) for k, found in specs.items()},
         {k: tuple(found) for k, found in specs.items()},
     )
