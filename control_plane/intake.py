@@ -51,9 +51,9 @@ from control_plane.planning.prep_times import PrepTimeModel
 from control_plane.planning.world import (
     PRIORITY_RANK,
     BatchPlan,
-    Booking,
     EquipmentUnit,
     KitchenSpec,
+    Occupancy,
     OrderPlan,
     OrderRequest,
     SkuSpec,
@@ -538,30 +538,6 @@ def _worst_priority(order: OrderCreate, specs: Mapping[str, SkuSpec]) -> str:
     return max(classes, key=lambda p: PRIORITY_RANK.get(p, 1))
 
 
-def _layers(intervals: Iterable[tuple[float, float, int]]) -> list[tuple[float, float]]:
-    """The fewest single-slot intervals with the same concurrency over time as ``intervals``
-    (``(start, end, count)``): what the planner's slot timelines see is unchanged, but a busy
-    station's thousands of tasks become one interval per slot level.
-
-    >>> _layers([(0.0, 10.0, 2), (10.0, 20.0, 2), (5.0, 15.0, 1)])
-    [(5.0, 15.0), (0.0, 20.0), (0.0, 20.0)]
-    """
-    deltas: dict[float, int] = {}
-    for start, end, count in intervals:
-        if end > start:
-            deltas[start] = deltas.get(start, 0) + count
-            deltas[end] = deltas.get(end, 0) - count
-    out: list[tuple[float, float]] = []
-    open_since: list[float] = []  # open_since[j]: when level j + 1 became occupied
-    for at in sorted(deltas):
-        level = len(open_since) + deltas[at]
-        while len(open_since) > level:
-            out.append((open_since.pop(), at))
-        while len(open_since) < level:
-            open_since.append(at)
-    return out
-
-
 def _kitchen_specs(
     tx: Reader,
     *,
@@ -630,7 +606,7 @@ def _world(
     freshest_s = max((spec.freshness_window_min * 60.0 for spec in specs.values()), default=0.0)
     after = max(now, promised_by - freshest_s - longest_s)
     before = promised_by - order.transport_min * 60.0
-    bookings: list[Booking] = []
+    occupancy: dict[tuple[str, str], Occupancy] = {}
     for kitchen in kitchens:
         if kitchen.status != "active":
             continue
@@ -643,14 +619,10 @@ def _world(
                 after=after,
                 before=before,
             )
-            intervals = [
+            occupancy[kitchen.kitchen_id, station.station_id] = Occupancy.of(
                 (float(r["start_after"]), float(r["planned_finish"]), int(r["n"])) for r in rows
-            ]
-            bookings.extend(
-                Booking(kitchen.kitchen_id, station.station_id, start, end)
-                for start, end in _layers(intervals)
             )
-    return World(tuple(kitchens), specs, tuple(bookings), prep)
+    return World(tuple(kitchens), specs, prep=prep, occupancy=occupancy)
 
 
 def _plan(

@@ -610,6 +610,11 @@ def _freeze(tasks: list[_Task], world: World) -> tuple[TaskPlan, ...]:
         by_station.setdefault((p.kitchen_id, p.station_id), []).append(
             (p.start, p.planned_finish, 1, str(n))
         )
+    for key, mine in by_station.items():
+        # Committed work known only as a step function (intake's): one interval per level.
+        occupancy = world.occupancy.get(key)
+        if occupancy is not None:
+            mine.extend((start, end, 0, "") for start, end in occupancy.layers())
     for booking in world.bookings:
         intervals = by_station.get((booking.kitchen_id, booking.station_id))
         if intervals is not None:

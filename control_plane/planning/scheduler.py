@@ -82,6 +82,8 @@ class Scheduler:
                 (booking.start, booking.end)
             )
             self._busy[booking.kitchen_id] += max(0.0, booking.end - booking.start)
+        for (kitchen_id, _), occupancy in world.occupancy.items():
+            self._busy[kitchen_id] += occupancy.busy_s()
         self._estimates: dict[tuple[str, str], PrepEstimate] = {}
         self._capacity: dict[str, int] = {}
         self._can_make: dict[tuple[str, str], str | None] = {}
@@ -101,7 +103,9 @@ class Scheduler:
         found = self._timelines.get(key)
         if found is None:
             found = SlotTimeline.of(
-                self.kitchens[kitchen_id].effective_slots(station_id), self._bookings.get(key, ())
+                self.kitchens[kitchen_id].effective_slots(station_id),
+                self._bookings.get(key, ()),
+                self.world.occupancy.get(key),
             )
             self._timelines[key] = found
         return found

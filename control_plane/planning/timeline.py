@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class SlotTimeline:
@@ -36,17 +36,32 @@ class SlotTimeline:
         self.busy_s = 0.0
 
     @classmethod
-    def of(cls, slots: int, intervals: Iterable[tuple[float, float]]) -> SlotTimeline:
+    def of(
+        cls,
+        slots: int,
+        intervals: Iterable[tuple[float, float]],
+        base: tuple[Sequence[float], Sequence[int]] | None = None,
+    ) -> SlotTimeline:
         """A timeline with every interval booked: the same as :meth:`book` on each in turn,
         built in one sweep (a station with hundreds of booked intervals is rebuilt for every
-        order at intake, and booking them one by one shifts the lists each time).
+        order at intake, and booking them one by one shifts the lists each time). ``base``:
+        a step function (``times``, ``counts``) already booked under them.
 
         >>> SlotTimeline.of(2, [(0.0, 10.0), (5.0, 10.0), (10.0, 10.0)]).counts
+        [1, 2, 0]
+        >>> SlotTimeline.of(2, [(5.0, 10.0)], base=((0.0, 10.0), (1, 0))).counts
         [1, 2, 0]
         """
         timeline = cls(slots)
         deltas: dict[float, int] = {}
         busy_s = 0.0
+        if base is not None and base[0]:
+            times, counts = base
+            before = 0
+            for at, count, end in zip(times, counts, [*times[1:], times[-1]], strict=False):
+                deltas[at] = count - before
+                busy_s += count * (end - at)
+                before = count
         for start, end in intervals:
             if end <= start:
                 continue

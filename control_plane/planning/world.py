@@ -8,7 +8,8 @@ seconds unless the name says minutes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -144,14 +145,69 @@ class Booking(NamedTuple):
     task_id: str = ""
 
 
+class Occupancy(NamedTuple):
+    """Committed work of one station as a step function: ``counts[i]`` slots are busy from
+    ``times[i]`` until ``times[i + 1]``, none after the last time.
+
+    The same as the bookings it sums, for a planner that only needs how many slots are busy
+    when: intake reads it straight from the store's booked intervals, one sweep, where a busy
+    station's bookings would be a tuple per slot level built for every order.
+
+    >>> occupancy = Occupancy.of([(0.0, 10.0, 2), (5.0, 15.0, 1), (20.0, 20.0, 3)])
+    >>> occupancy
+    Occupancy(times=(0.0, 5.0, 10.0, 15.0), counts=(2, 3, 1, 0))
+    >>> occupancy.busy_s()
+    30.0
+    """
+
+    times: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @staticmethod
+    def of(intervals: Iterable[tuple[float, float, int]]) -> Occupancy:
+        """The step function of ``(start, end, count)`` intervals (empty ones ignored)."""
+        deltas: dict[float, int] = {}
+        for start, end, count in intervals:
+            if end > start:
+                deltas[start] = deltas.get(start, 0) + count
+                deltas[end] = deltas.get(end, 0) - count
+        times = tuple(sorted(deltas))
+        return Occupancy(times, tuple(itertools.accumulate(deltas[at] for at in times)))
+
+    def layers(self) -> list[tuple[float, float]]:
+        """The fewest single-slot intervals with this concurrency over time: one per slot
+        level, each as long as its level stays busy.
+
+        >>> Occupancy.of([(0.0, 10.0, 2), (10.0, 20.0, 2), (5.0, 15.0, 1)]).layers()
+        [(5.0, 15.0), (0.0, 20.0), (0.0, 20.0)]
+        """
+        out: list[tuple[float, float]] = []
+        open_since: list[float] = []  # open_since[j]: when level j + 1 became busy
+        for at, level in zip(self.times, self.counts, strict=True):
+            while len(open_since) > level:
+                out.append((open_since.pop(), at))
+            while len(open_since) < level:
+                open_since.append(at)
+        return out
+
+    def busy_s(self) -> float:
+        """Slot-seconds of work (a slot busy for a second is one)."""
+        return sum(
+            count * (end - start)
+            for start, end, count in zip(self.times, self.times[1:], self.counts, strict=False)
+        )
+
+
 @dataclass(frozen=True)
 class World:
-    """Everything a planning decision reads."""
+    """Everything a planning decision reads. A station's committed work is its ``bookings``
+    (one per task, or per slot level) plus its ``occupancy``, if it has one."""
 
     kitchens: tuple[KitchenSpec, ...]
     skus: Mapping[str, SkuSpec]
     bookings: tuple[Booking, ...] = ()
     prep: PrepTimeModel = field(default_factory=PrepTimeModel)
+    occupancy: Mapping[tuple[str, str], Occupancy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

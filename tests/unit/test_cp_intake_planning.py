@@ -4,6 +4,7 @@ restocked by deliveries, low stock alerted once until restocked."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import uuid
@@ -19,7 +20,18 @@ from hypothesis import strategies as st
 
 from control_plane import catalogue, intake, orders, stock
 from control_plane.config import Settings
-from control_plane.intake import IntakeAnswer, _layers
+from control_plane.intake import IntakeAnswer
+from control_plane.planning.planner import plan_batch
+from control_plane.planning.world import (
+    Booking,
+    KitchenSpec,
+    Occupancy,
+    OrderRequest,
+    SkuSpec,
+    StationSpec,
+    TaskPlan,
+    World,
+)
 from control_plane.schemas import KitchenCreate, OrderCreate, SkuCreate, StockDelivery
 from control_plane.store import Store
 
@@ -323,21 +335,99 @@ def _concurrency(intervals: list[tuple[float, float, int]], at: float) -> int:
 
 @given(
     st.lists(
-        st.tuples(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5)).map(
+        st.tuples(st.integers(0, 50), st.integers(-3, 20), st.integers(1, 5)).map(
             lambda t: (float(t[0]), float(t[0] + t[1]), t[2])
         ),
         max_size=30,
     )
 )
-def test_layered_bookings_keep_the_concurrency_of_the_tasks(
+def test_an_occupancy_is_the_concurrency_of_the_booked_tasks(
     intervals: list[tuple[float, float, int]],
 ) -> None:
-    """The single-slot intervals intake hands the planner occupy exactly as many slots at every
-    instant as the booked tasks they stand for."""
-    layers = _layers(intervals)
-    points = sorted({t for start, end, _ in intervals for t in (start, end)})
+    """The step function intake hands the planner has, at every instant, as many slots busy as
+    the booked tasks it stands for, and their slot-seconds."""
+    occupancy = Occupancy.of(intervals)
+    points = sorted({t for start, end, _ in intervals for t in (start, end, (start + end) / 2)})
     for at in points:
-        assert _concurrency([(s, e, 1) for s, e in layers], at) == _concurrency(intervals, at)
+        i = bisect.bisect_right(occupancy.times, at) - 1
+        busy = occupancy.counts[i] if i >= 0 else 0
+        assert busy == _concurrency(intervals, at)
+    expected_s = sum(n * (end - start) for start, end, n in intervals if end > start)
+    assert abs(occupancy.busy_s() - expected_s) < 1e-6
+
+
+_SOUP = SkuSpec("soup", station_id="stove", duration_s=600.0, freshness_window_min=60)
+
+
+@hypothesis_settings(max_examples=150, deadline=None)
+@given(
+    booked=st.lists(
+        st.tuples(
+            st.sampled_from(["k1", "k2"]),
+            st.integers(0, 7200),
+            st.integers(60, 1800),
+            st.integers(1, 3),
+        ),
+        max_size=25,
+    ),
+    orders=st.lists(
+        st.tuples(st.integers(1, 4), st.integers(3600, 9000), st.integers(0, 30)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_planning_on_an_occupancy_is_planning_on_the_tasks_it_sums(
+    booked: list[tuple[str, int, int, int]], orders: list[tuple[int, int, int]]
+) -> None:
+    """The same placements and rejections as with one booking per task; the same slots as with
+    one booking per slot level (what intake passed before), never two overlapping tasks of a
+    station in one slot, never past its slots."""
+    kitchens = tuple(KitchenSpec(k, "active", (StationSpec("stove", 3),)) for k in ("k1", "k2"))
+    requests = [
+        OrderRequest((("soup", q),), promised_by=float(p), transport_min=t, order_id=f"o{n}")
+        for n, (q, p, t) in enumerate(orders)
+    ]
+    tasks = [
+        Booking(k, "stove", float(start), float(start + length), f"t{n}.{copy}")
+        for n, (k, start, length, count) in enumerate(booked)
+        for copy in range(count)
+    ]
+    occupancy = {
+        (k, "stove"): Occupancy.of(
+            (float(start), float(start + length), count)
+            for kk, start, length, count in booked
+            if kk == k
+        )
+        for k in ("k1", "k2")
+    }
+    by_task = plan_batch(0.0, requests, World(kitchens, {"soup": _SOUP}, tuple(tasks)))
+    by_step = plan_batch(0.0, requests, World(kitchens, {"soup": _SOUP}, occupancy=occupancy))
+    assert by_step.rejections == by_task.rejections
+    assert by_step.orders == by_task.orders
+
+    def placed(plan: TaskPlan) -> tuple[object, ...]:
+        return (plan.kitchen_id, plan.planned_start, plan.planned_finish, plan.lines)
+
+    assert [placed(t) for t in by_step.tasks] == [placed(t) for t in by_task.tasks]
+    # Slots exactly as when intake passed the step function as one booking per slot level.
+    levels = tuple(
+        Booking(k, station, start, end)
+        for (k, station), steps in occupancy.items()
+        for start, end in steps.layers()
+    )
+    assert (
+        by_step.tasks == plan_batch(0.0, requests, World(kitchens, {"soup": _SOUP}, levels)).tasks
+    )
+    for task in by_step.tasks:
+        assert 0 <= task.slot < 3
+        for other in by_step.tasks:
+            if other is task or other.kitchen_id != task.kitchen_id:
+                continue
+            if (
+                other.planned_start < task.planned_finish
+                and task.planned_start < other.planned_finish
+            ):
+                assert other.slot != task.slot
 
 
 @hypothesis_settings(
