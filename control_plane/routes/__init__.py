@@ -21,14 +21,15 @@ from control_plane.routes import (
 )
 
 # Routes are matched in order, and matching costs per route: the agents' sync, the busiest
-# path by far (every kitchen, every few seconds), comes first.
+# path by far (every kitchen, every few seconds), comes first; order intake, the busiest
+# operator path at peak, right after the probes (it was behind 19 catalogue routes).
 ROUTERS: tuple[APIRouter, ...] = (
     agents.router,
     health.router,
+    orders.router,
     kitchens.router,
     stock.router,
     skus.router,
-    orders.router,
     tasks.router,
     alerts.router,
     audit_trail.router,
