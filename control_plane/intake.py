@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from control_plane import audit, stock
@@ -449,11 +450,12 @@ def _read_catalogue(reader: Reader) -> _CatalogueView:
         specs.setdefault(str(row["kitchen_id"]), []).append(
             StationSpec(str(row["id"]), int(row["slots"]))
         )
+    # Read-only views: one instance serves every request until the catalogue changes.
     return _CatalogueView(
-        skus,
+        MappingProxyType(skus),
         tuple((str(row["id"]), str(row["status"])) for row in reader.kitchens()),
-        {k: frozenset(s.station_id for s in found) for k, found in specs.items()},
-        {k: tuple(found) for k, found in specs.items()},
+        MappingProxyType({k: frozenset(s.station_id for s in found) for k, found in specs.items()}),
+        MappingProxyType({k: tuple(found) for k, found in specs.items()}),
     )
 
 

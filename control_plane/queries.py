@@ -81,8 +81,11 @@ class Reader:
         version (see :class:`CatalogueMemo`); a value ``keep`` refuses is not kept."""
         if self._memo is None:
             return build()
-        row = self._one("SELECT version FROM catalogue_version")
-        if row is None:  # a store not migrated yet
+        try:
+            row = self._one("SELECT version FROM catalogue_version")
+        except sqlite3.OperationalError:  # a store not migrated to 0014 yet: nothing kept
+            return build()
+        if row is None:
             return build()
         return self._memo.lookup(int(row[0]), key, build, keep=keep)
 

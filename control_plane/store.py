@@ -1227,6 +1227,11 @@ class Store:
                     "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, time.time())
                 )
                 applied.append(name)
+            if applied and "0014_catalogue_version" in {*done, *applied}:
+                # A migration may change catalogue rows without firing the version triggers
+                # (a table rebuilt, a column added with a default): what was derived before
+                # is forgotten (queries.CatalogueMemo).
+                conn.execute("UPDATE catalogue_version SET version = random()")
         return applied
 
     def close(self) -> None:

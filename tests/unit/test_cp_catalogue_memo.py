@@ -15,6 +15,7 @@ import pytest
 from control_plane import auth, catalogue, intake
 from control_plane.config import Settings
 from control_plane.errors import Unauthorized
+from control_plane.migrations import MIGRATIONS
 from control_plane.queries import Reader
 from control_plane.schemas import KitchenCreate, OrderCreate, SkuCreate, SkuUpdate, StationUpdate
 from control_plane.store import Store
@@ -178,3 +179,27 @@ def test_a_new_token_works_at_once_and_an_unknown_one_never_does(store: Store) -
             assert auth.authenticate_operator(reader, token).name == "dispatch"
             with pytest.raises(Unauthorized):
                 auth.authenticate_operator(reader, "bt_not-a-token")
+
+
+def test_every_catalogue_table_changes_the_version_and_a_migration_does_too(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve triggers (insert, update, delete on four tables); applying a migration forgets
+    what was derived, as it may change catalogue rows without firing them (here: a column
+    added with a default)."""
+    with store.read() as reader:
+        rows = reader._all(
+            "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'"
+            " AND name LIKE 'catalogue_version_on_%'"
+        )
+    assert sorted(str(r[0]) for r in rows) == sorted(
+        [t for t in ("api_tokens", "kitchens", "skus", "stations") for _ in range(3)]
+    )
+    counting = Counting()
+    derive(store, counting)
+    derive(store, counting)
+    later = ("9999_station_colour", "ALTER TABLE stations ADD COLUMN colour TEXT DEFAULT 'red'")
+    monkeypatch.setattr("control_plane.store.MIGRATIONS", (*MIGRATIONS, later))
+    assert store.migrate() == ["9999_station_colour"]
+    derive(store, counting)
+    assert counting.runs == 2

@@ -472,5 +472,6 @@ def test_the_201_is_the_order_as_read_back(
     with store.read() as reader:
         row = reader.order(body["id"])
         assert row is not None
-        assert body == orders.order_view(reader, row)
-    assert answer.body == json.dumps(body, separators=(",", ":")).encode()
+        read_back = orders.order_view(reader, row)
+    # Byte for byte: 5 == 5.0 in Python, not in the JSON a client reads.
+    assert answer.body == json.dumps(read_back, separators=(",", ":")).encode()
