@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import httpx
 from tests.fixtures_cp import StartControlPlane
 from tests.harness import wait_until
 from tests.integration.test_cp_api import order_body, place_order, setup_kitchen, setup_sku
-from tests.integration.test_cp_loop_process import children_of, metric
+from tests.integration.test_cp_loop_process import children_of, exited, metric
 
 WRITER_MODULE = "control_plane.intake_writer"
 
@@ -148,10 +147,7 @@ def test_a_killed_server_takes_its_writer_child_with_it(
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(timeout=10)
     wait_until(
-        lambda: (
-            not Path(f"/proc/{child}").exists()
-            or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        ),
+        lambda: exited(child),
         timeout=10,
         what="the orphaned intake writer to exit",
     )

@@ -45,6 +45,15 @@ def children_of(pid: int, module: str | None = None) -> list[int]:
     return found
 
 
+def exited(pid: int) -> bool:
+    """Whether process ``pid`` is gone (or a zombie, waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def loop_child(server: ControlPlane) -> int:
     children = children_of(server.process.pid, LOOP_MODULE)
     assert len(children) == 1, children
@@ -142,10 +151,7 @@ def test_a_killed_server_takes_its_loop_child_with_it(
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(timeout=10)
     wait_until(
-        lambda: (
-            not Path(f"/proc/{child}").exists()
-            or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        ),
+        lambda: exited(child),
         timeout=10,
         what="the orphaned control-loop child to exit",
     )
